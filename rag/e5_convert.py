@@ -134,6 +134,9 @@ def _state_dict(m: PackedE5) -> dict[str, np.ndarray]:
         for short, long in (("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")):
             sd[p + long + ".weight"] = t[f"l{layer}.{short}.w"]
             sd[p + long + ".bias"] = t[f"l{layer}.{short}.b"]
+    # BertModel has a pooler that sentence-transformers never uses; zeros keep loading quiet.
+    sd["pooler.dense.weight"] = np.zeros((H, H), np.float32)
+    sd["pooler.dense.bias"] = np.zeros(H, np.float32)
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()}
 
 

@@ -1,0 +1,114 @@
+"""Extractive answer composition: the answer is made only of sentences from retrieved passages.
+
+Why extractive by default: it needs no LLM, runs in microseconds, and cannot
+claim anything the sources don't say. Each sentence carries the number [n] of
+the passage it was copied from; laws are labelled 法律依据 and guide text
+经验指南（未经核实）, since guides are third-party experience, not rules.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .keyword import tokenize
+from .retrieve import Hit, Retrieval
+
+SENTENCE_END = re.compile(r"[^。！？；!?\n]+[。！？；!?]?")
+REFUSAL = "资料中没有找到能回答这个问题的依据。"
+KIND_LABEL = {"law": "法律依据", "guide": "经验指南（未经核实）"}
+
+
+@dataclass
+class Sentence:
+    text: str
+    start: int  # offset inside the chunk text
+    end: int
+
+
+@dataclass
+class Citation:
+    n: int
+    hit: Hit
+    sentences: list[Sentence] = field(default_factory=list)
+
+
+@dataclass
+class Answer:
+    text: str
+    refused: bool
+    citations: list[Citation]
+
+
+def split_sentences(text: str) -> list[Sentence]:
+    out = []
+    for m in SENTENCE_END.finditer(text):
+        s, e = m.start(), m.end()
+        while s < e and text[s] in " \t\u3000-*#>|":
+            s += 1
+        if e - s >= 4:
+            out.append(Sentence(text[s:e], s, e))
+    return out
+
+
+def _weights(tokens: list[str]) -> dict[str, float]:
+    w: dict[str, float] = {}
+    for t in tokens:
+        w[t] = 0.4 if t.startswith("§") else 1.0 + 0.3 * min(len(t), 4)
+    return w
+
+
+def _overlap(sentence: str, weights: dict[str, float]) -> float:
+    toks = set(tokenize(sentence))
+    total = sum(weights.values()) or 1.0
+    return sum(v for t, v in weights.items() if t in toks) / total
+
+
+def source_label(hit: Hit) -> str:
+    c = hit.chunk
+    section = c.section if c.section != "正文" else ""
+    if c.part:
+        section += f"（第{c.part}段）"
+    return f"《{c.title}》{section}"
+
+
+def compose(question: str, retrieval: Retrieval, refuse_below: float, max_sentences: int = 4,
+            max_sources: int = 3) -> Answer:
+    hits = retrieval.hits
+    if not hits or retrieval.confidence < refuse_below:
+        return Answer(REFUSAL + "下面列出最接近的资料，仅供参考。", True, [])
+    weights = _weights(retrieval.query_tokens)
+    top = hits[0].score
+    chosen = [h for h in hits[:max_sources] if h.score >= 0.75 * top] or hits[:1]
+    citations: list[Citation] = []
+    budget = max_sentences
+    for i, hit in enumerate(chosen):
+        sents = split_sentences(hit.chunk.text)
+        if not sents or budget <= 0:
+            continue
+        scored = sorted(((_overlap(s.text, weights), -j, s) for j, s in enumerate(sents)),
+                        key=lambda x: (x[0], x[1]), reverse=True)
+        take = 2 if i == 0 else 1
+        picked = [s for sc, _, s in scored[:take] if sc > 0 or s is sents[0]]
+        if not picked:
+            picked = [sents[0]]
+        picked = sorted(picked[: budget], key=lambda s: s.start)
+        budget -= len(picked)
+        citations.append(Citation(len(citations) + 1, hit, picked))
+    # Number citations in the order the answer shows them: laws first, then guides, then others.
+    order = {"law": 0, "guide": 1}
+    citations.sort(key=lambda c: (order.get(c.hit.chunk.kind, 2), c.n))
+    for n, c in enumerate(citations, 1):
+        c.n = n
+    lines = []
+    for kind in ("law", "guide"):
+        group = [c for c in citations if c.hit.chunk.kind == kind]
+        if not group:
+            continue
+        lines.append(f"{KIND_LABEL[kind]}：")
+        for c in group:
+            body = "".join(s.text.strip() for s in c.sentences)
+            lines.append(f"- 依{source_label(c.hit)}：{body}[{c.n}]")
+    others = [c for c in citations if c.hit.chunk.kind not in KIND_LABEL]
+    for c in others:
+        lines.append(f"- 依{source_label(c.hit)}：{''.join(s.text.strip() for s in c.sentences)}[{c.n}]")
+    return Answer("\n".join(lines), False, citations)

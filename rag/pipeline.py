@@ -1,0 +1,100 @@
+"""The assistant: question in, answer + citations out, in the public JSON shape.
+
+Why one class: the CLI, the batch mode, the web app and the evaluation all ask
+questions the same way, and serving must pick up a rebuilt index without a
+restart, which needs one place that owns the loaded index.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from .answer import Answer, compose
+from .config import Settings
+from .index import LoadedIndex, current_version, load_index
+from .retrieve import Hit, Retriever
+
+
+class QuestionError(ValueError):
+    """A question that can't be answered as given (empty, too long); message in Chinese."""
+
+
+def passage_json(n: int, hit: Hit) -> dict:
+    c = hit.chunk
+    return {"n": n, "source": c.source, "title": c.title, "kind": c.kind, "section": c.section,
+            "text": c.text, "start": c.start, "end": c.end, "score": round(hit.score, 6)}
+
+
+def validate_question(question: str, max_chars: int) -> str:
+    q = (question or "").strip()
+    if not q:
+        raise QuestionError("问题不能为空，请输入您想咨询的售后问题。")
+    if len(q) > max_chars:
+        raise QuestionError(f"问题太长了（{len(q)} 字），请精简到 {max_chars} 字以内。")
+    return q
+
+
+class Assistant:
+    def __init__(self, settings: Settings | None = None, embedder=None):
+        self.settings = settings or Settings()
+        path = current_version(self.settings.index_dir)
+        if path is None or not path.exists():  # say so before spending seconds on the model
+            load_index(self.settings)
+        if embedder is None:
+            from .embedding import get_embedder
+
+            embedder = get_embedder(self.settings)
+        self.embedder = embedder
+        self._lock = threading.Lock()
+        self._index: LoadedIndex | None = None
+        self._retriever: Retriever | None = None
+        self.reload()
+
+    @property
+    def index(self) -> LoadedIndex:
+        return self._index
+
+    def reload(self, force: bool = False) -> bool:
+        """Switch to the newest index version if CURRENT moved; returns True when it switched."""
+        want = current_version(self.settings.index_dir)
+        if not force and self._index is not None and want == self._index.path:
+            return False
+        with self._lock:
+            if not force and self._index is not None and want == self._index.path:
+                return False
+            index = load_index(self.settings, model_id=self.embedder.model_id)
+            self._index, self._retriever = index, Retriever(index, self.embedder, self.settings)
+        return True
+
+    def ask(self, question: str, k: int | None = None, mode: str | None = None, qid=None) -> dict:
+        t0 = time.perf_counter()
+        q = validate_question(question, self.settings.max_question_chars)
+        try:
+            self.reload()
+        except Exception:
+            if self._index is None:
+                raise  # nothing to fall back on; a broken new version keeps the old one serving
+        retriever = self._retriever
+        k = k or self.settings.top_k
+        t1 = time.perf_counter()
+        qvec = None if (mode or self.settings.mode) == "keyword" else self.embedder.encode_queries([q])[0]
+        t2 = time.perf_counter()
+        retrieval = retriever.retrieve(q, k=max(k, 10), mode=mode, query_vector=qvec)
+        t3 = time.perf_counter()
+        answer_hits = type(retrieval)(retrieval.hits[:k], retrieval.confidence, retrieval.query_tokens)
+        answer: Answer = compose(q, answer_hits, self.settings.refuse_below, self.settings.max_answer_sentences)
+        t4 = time.perf_counter()
+        return {
+            "id": qid,
+            "question": question,
+            "answer": answer.text,
+            "refused": answer.refused,
+            "citations": [dict(passage_json(c.n, c.hit), used_sentences=[[s.start, s.end] for s in c.sentences])
+                          for c in answer.citations],
+            "retrieved": [passage_json(i + 1, h) for i, h in enumerate(retrieval.hits[:10])],
+            "confidence": round(retrieval.confidence, 4),
+            "index_version": self._index.version,
+            "timings_ms": {"embed": round((t2 - t1) * 1000, 2), "retrieve": round((t3 - t2) * 1000, 2),
+                           "compose": round((t4 - t3) * 1000, 2), "total": round((t4 - t0) * 1000, 2)},
+        }

@@ -1,0 +1,59 @@
+"""Shared fixtures: one real index of the shipped corpus per test session.
+
+Building it embeds ~940 chunks with the real model (about a minute on two
+cores), so it is built once and copied where a test needs to change it.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag.config import REPO_ROOT, Settings
+
+OUTPUT_DIR = REPO_ROOT / "test-output"
+
+
+@pytest.fixture(scope="session")
+def shipped_settings(tmp_path_factory) -> Settings:
+    from rag.index import build_index
+
+    index_dir = tmp_path_factory.mktemp("index")
+    s = Settings().with_(corpus_dir=REPO_ROOT / "corpus", index_dir=index_dir)
+    build_index(s)
+    return s
+
+
+@pytest.fixture(scope="session")
+def assistant(shipped_settings):
+    from rag.pipeline import Assistant
+
+    return Assistant(shipped_settings)
+
+
+@pytest.fixture
+def writable_kb(shipped_settings, tmp_path) -> Settings:
+    """A private copy of corpus + index that a test may add to, break or rebuild."""
+    corpus = tmp_path / "corpus"
+    index = tmp_path / "index"
+    shutil.copytree(shipped_settings.corpus_dir, corpus)
+    shutil.copytree(shipped_settings.index_dir, index, ignore=shutil.ignore_patterns(".lock"))
+    return shipped_settings.with_(corpus_dir=corpus, index_dir=index)
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> Path:
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    return OUTPUT_DIR
+
+
+def write_corpus(root: Path, files: dict[str, str | bytes]) -> Path:
+    for rel, content in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content, encoding="utf-8")
+    return root
