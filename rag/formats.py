@@ -55,8 +55,10 @@ def _build(lines: list[Line], explicit_headings: bool) -> tuple[str, list[tuple[
 
     ``None`` headings (no explicit headings) lets ``rag.chunking`` apply its
     Markdown / plain-text article rules to the text. With explicit headings
-    the plain-text article lines are added here, below every explicit level,
-    so a law page with ``<h2>第一章</h2><p>第一条　……</p>`` still chunks by article.
+    the plain-text article lines (the same ``PLAIN_ARTICLE`` rule) are added
+    here, so a law page with ``<h2>第一章</h2><p>第一条　……</p>`` still chunks
+    by article: below every explicit level, or as a sibling of the last
+    explicit article heading when articles are themselves styled as headings.
     """
     parts: list[str] = []
     heads: list[tuple[int, str, int, int]] = []
@@ -122,7 +124,8 @@ def _decode_html(data: bytes, rel: str) -> str:
     try:
         return decode_bytes(data, rel)
     except DocumentError:
-        if not declared or declared in _GB_CHARSETS or declared.replace("-", "").replace("_", "") == "utf8":
+        if (not declared or declared in _GB_CHARSETS or b"\x00" in data[:4096]
+                or declared.replace("-", "").replace("_", "") == "utf8"):
             raise
         try:
             codecs.lookup(declared)
