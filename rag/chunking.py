@@ -20,7 +20,7 @@ CN_NUM = "零〇一二三四五六七八九十百千两"
 ARTICLE = re.compile(rf"^第[{CN_NUM}\d]+条(?:之[{CN_NUM}\d]+)?$")
 MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
 # "第X条" at the start of a line in plain text (no Markdown headings), followed by the article body.
-PLAIN_ARTICLE = re.compile(rf"^[ \t\u3000]*(第[{CN_NUM}\d]+条)(?=[ \t\u3000])", re.M)
+PLAIN_ARTICLE = re.compile(rf"^[ \t\u3000]*(第[{CN_NUM}\d]+条)(?=[ \t\u3000]|$)", re.M)
 SEPARATORS = ["\n\n", "\n", "。", "；", "！", "？", "，", ""]
 
 

@@ -52,6 +52,7 @@ class KeywordIndex:
     def __init__(self, mode: str = "jieba+bigram"):
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.mode = mode
         self.bm25 = bm25s.BM25(k1=1.2, b=0.75)
         self.vocab: dict[str, int] = {}

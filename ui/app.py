@@ -13,6 +13,7 @@ the previous index: ``build_index`` switches versions atomically and
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -38,9 +39,10 @@ EXAMPLES = [
 ]
 GENERIC_ERROR = "出了点问题，这次没能完成。请稍后再试；详细原因已记录在服务器日志中。"
 MODES = [("混合检索（推荐）", "hybrid"), ("向量检索", "dense"), ("关键词检索", "keyword")]
-# Short follow-ups ("那运费谁出？") often lack the subject; when one alone finds nothing,
-# it is asked again together with the previous question.
+# Short follow-ups ("那运费谁出？") often lack the subject; when one that reads like a
+# follow-up finds nothing on its own, it is asked again together with the previous question.
 FOLLOW_UP_MAX_CHARS = 20
+FOLLOW_UP = re.compile(r"^(那|这|它|如果|要是|万一|还有|另外|此外|然后|可是|但是|假如|那么)|这种|这样|那样|这个|那个|上面|刚才")
 
 CSS = """
 #chat .rag-answer, #chat .rag-question { line-height: 1.65; }
@@ -91,7 +93,8 @@ document.addEventListener("click", function (ev) {
   if (!a) return;
   ev.preventDefault();
   ev.stopPropagation();
-  var card = document.getElementById(a.getAttribute("data-target"));
+  var id = (a.getAttribute("href") || "").replace(/^#/, "");
+  var card = id ? document.getElementById(id) : null;
   if (!card) return;
   card.scrollIntoView({behavior: "auto", block: "center"});
   card.classList.add("flash");
@@ -209,7 +212,7 @@ class App:
     def _ask(self, q: str, turns: dict, k: int, mode: str):
         a = self.assistant()
         result = a.ask(q, k=k, mode=mode)
-        if result["refused"] and turns and len(q) <= FOLLOW_UP_MAX_CHARS:
+        if result["refused"] and turns and len(q) <= FOLLOW_UP_MAX_CHARS and FOLLOW_UP.search(q):
             last = turns[max(turns, key=int)]
             if not last.get("refused"):
                 combined = f"{last['question']} {q}"
@@ -388,7 +391,7 @@ def build_app(settings: Settings) -> gr.Blocks:
                 kb_summary = gr.HTML(elem_id="kb-summary", js_on_load=None)
                 docs = gr.Dataframe(headers=["标题", "类型", "文件", "片段数", "索引时间"],
                                     datatype=["str", "str", "str", "number", "str"], interactive=False,
-                                    elem_id="kb-docs", label="已索引的文档", wrap=True, max_height=420)
+                                    column_widths=["32%", "7%", "33%", "8%", "20%"], elem_id="kb-docs", label="已索引的文档", wrap=True, max_height=420)
                 with gr.Row():
                     with gr.Column():
                         files = gr.File(file_count="multiple", label="上传文档（可多选）", elem_id="upload",
@@ -409,7 +412,9 @@ def build_app(settings: Settings) -> gr.Blocks:
     return demo
 
 
-LAUNCH_OPTIONS = dict(css=CSS, head=HEAD, theme=gr.themes.Soft(), show_error=False, footer_links=[])
+LAUNCH_OPTIONS = dict(css=CSS, head=HEAD, theme=gr.themes.Soft(
+    font=["Noto Sans CJK SC", "WenQuanYi Zen Hei", "PingFang SC", "Microsoft YaHei", "system-ui", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]), show_error=False, footer_links=[])
 
 
 def launch(settings: Settings, host: str = "127.0.0.1", port: int = 7860, block: bool = True):

@@ -13,13 +13,14 @@ import re
 
 KIND_LABEL = {"law": "法律依据", "guide": "经验指南（未经核实）"}
 REFUSAL_TITLE = "资料中没有找到能回答这个问题的依据。"
+_NEWLINES = re.compile(r"(?:\r?\n[ \t\u3000]*)+")
 CITE = re.compile(r"\[(\d+)\]")
 SECTION_HEADERS = ("法律依据：", "经验指南（未经核实）：")
 
 
 def esc(value) -> str:
     """Escape for HTML text or attribute; newlines become <br> so the output stays on one line."""
-    return html.escape(str(value), quote=True).replace("\r\n", "\n").replace("\n", "<br>")
+    return _NEWLINES.sub("<br>", html.escape(str(value), quote=True))
 
 
 def card_id(turn_id: str, n: int) -> str:
@@ -103,7 +104,7 @@ def answer_text_html(answer: str, turn_id: str, cited: set[int]) -> str:
         if n not in cited:
             return m.group(0)
         cid = card_id(turn_id, n)
-        return f'<a class="cite-ref" href="#{cid}" data-target="{cid}" title="查看来源 [{n}]">[{n}]</a>'
+        return f'<a class="cite-ref" href="#{cid}" title="查看来源 [{n}]">[{n}]</a>'
 
     lines = []
     for raw in str(answer or "").split("\n"):

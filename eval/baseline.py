@@ -1,0 +1,56 @@
+"""The plain pipeline every change is compared against.
+
+LangChain RecursiveCharacterTextSplitter (500 chars, 50 overlap) over each
+document body, the same embedding model, a flat FAISS inner-product index,
+dense retrieval only. This is what a generic RAG platform does out of the box.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+from rag.config import Settings
+from rag.documents import discover, load_document
+
+
+class PlainPipeline:
+    def __init__(self, settings: Settings, embedder, chunk_size: int = 500, overlap: int = 50):
+        import faiss
+
+        self.embedder = embedder
+        splitter = RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=overlap, add_start_index=True)
+        self.passages: list[dict] = []
+        for path in discover(settings.corpus_dir):
+            doc = load_document(path, settings.corpus_dir)
+            body = doc.text[doc.body_start:]
+            for piece in splitter.create_documents([body]):
+                start = doc.body_start + piece.metadata["start_index"]
+                self.passages.append({"source": doc.source, "title": doc.title, "kind": doc.kind,
+                                      "section": "", "text": piece.page_content,
+                                      "start": start, "end": start + len(piece.page_content)})
+        texts = [p["text"] for p in self.passages]
+        key = hashlib.sha1(("\x00".join(texts) + embedder.model_id).encode()).hexdigest()[:16]
+        cache = Path(settings.cache_dir) / "baseline" / f"{key}.npy"
+        t0 = time.perf_counter()
+        if cache.exists():
+            vecs = np.load(cache)
+        else:
+            vecs = embedder.encode_passages(texts)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cache, vecs)
+        self.build_seconds = time.perf_counter() - t0
+        self.index = faiss.IndexFlatIP(vecs.shape[1])
+        self.index.add(vecs)
+
+    def ask(self, question: str, k: int = 10, qid=None) -> dict:
+        t0 = time.perf_counter()
+        q = self.embedder.encode_queries([question])
+        scores, ids = self.index.search(q, k)
+        retrieved = [dict(self.passages[i], n=r + 1, score=float(s))
+                     for r, (s, i) in enumerate(zip(scores[0], ids[0])) if i >= 0]
+        return {"id": qid, "question": question, "retrieved": retrieved,
+                "timings_ms": {"total": (time.perf_counter() - t0) * 1000}}
