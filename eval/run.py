@@ -18,12 +18,14 @@ from .metrics import score
 # name -> Settings overrides (None = the plain baseline pipeline)
 CONFIGS: dict[str, dict | None] = {
     "plain-baseline": None,
-    "keyword": {"mode": "keyword", "expand_query": False},
-    "dense": {"mode": "dense", "expand_query": False},
-    "hybrid": {"mode": "hybrid", "expand_query": False},
-    "hybrid+lexicon": {"mode": "hybrid", "expand_query": True},
+    "keyword": {"mode": "keyword", "expand_query": False, "typical_questions": False},
+    "dense": {"mode": "dense", "expand_query": False, "typical_questions": False},
+    "hybrid": {"mode": "hybrid", "expand_query": False, "typical_questions": False},
+    "hybrid+lexicon": {"mode": "hybrid", "expand_query": True, "typical_questions": False},
+    "hybrid+lexicon+tq-separate": {"tq_fusion": "separate"},
+    "hybrid+lexicon+tq (default)": {},
 }
-DEFAULT_CONFIG = "hybrid+lexicon"
+DEFAULT_CONFIG = "hybrid+lexicon+tq (default)"
 TARGETS = {"recall@5": 0.90, "recall@10": 0.95, "mrr@10": 0.80, "paraphrase_recall@5": 0.85,
            "refusal_unanswerable": 0.80, "false_refusal": 0.05, "fact_coverage": 0.80}
 

@@ -41,6 +41,9 @@ class Settings:
     dense_weight: float = 1.0
     keyword_weight: float = 1.0
     expand_query: bool = True
+    typical_questions: bool = True  # search corpus/typical_questions beside the text
+    tq_fusion: str = "max"  # separate | max: how question vectors join the passage vectors
+    question_weight: float = 1.0
     # Answer composition
     max_answer_sentences: int = 4
     max_question_chars: int = 1000

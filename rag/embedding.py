@@ -73,9 +73,15 @@ class Embedder:
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode([self.query_prefix + t for t in texts])
 
+    def encode_questions(self, texts: list[str], progress=None) -> np.ndarray:
+        """Stored questions (typical questions) are embedded exactly like incoming queries."""
+        return self._encode_batched([self.query_prefix + t for t in texts], progress)
+
     def encode_passages(self, texts: list[str], progress=None) -> np.ndarray:
         """``progress(done, total)`` is called after each batch (CLI bar, UI indicator)."""
-        texts = [self.passage_prefix + t for t in texts]
+        return self._encode_batched([self.passage_prefix + t for t in texts], progress)
+
+    def _encode_batched(self, texts: list[str], progress=None) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         # Longest first: batches of similar length waste less padding.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))

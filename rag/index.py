@@ -4,7 +4,8 @@ Layout of an index folder::
 
     index/CURRENT            name of the version that serves
     index/v-<time>-<pid>/    one complete, verified version
-        chunks.jsonl  vectors.npy  dense.faiss  bm25/  manifest.json (written last)
+        chunks.jsonl vectors.npy owners.npy keys.json dense.faiss questions.faiss bm25/ bm25q/
+        manifest.json (written last)
     index/.lock              held while a rebuild runs
 
 Why versions: a rebuild writes a new folder beside the serving one and only
@@ -35,7 +36,7 @@ from .documents import DocumentError, discover, load_document
 from .keyword import KeywordIndex
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KEYWORD_MODE = "jieba+bigram"
 
 
@@ -77,9 +78,12 @@ class LoadedIndex:
     path: Path
     manifest: dict
     chunks: list[Chunk]
-    vectors: np.ndarray
-    faiss_index: object
-    keyword: KeywordIndex
+    vectors: np.ndarray  # one row per entry: chunks first, then typical questions
+    owners: np.ndarray  # entry row -> chunk index
+    faiss_index: object  # passage vectors (row i = chunk i)
+    question_index: object  # typical-question vectors (row j = entry n + j)
+    keyword: KeywordIndex  # chunk text only
+    keyword_q: KeywordIndex  # chunk text + typical questions
 
     @property
     def version(self) -> str:
@@ -116,10 +120,10 @@ def _load_chunks(path: Path) -> list[Chunk]:
         return [Chunk(**json.loads(line)) for line in fh if line.strip()]
 
 
-def _make_faiss(vectors: np.ndarray):
+def _make_faiss(vectors: np.ndarray, dim: int | None = None):
     import faiss
 
-    index = faiss.IndexFlatIP(vectors.shape[1])
+    index = faiss.IndexFlatIP(dim or vectors.shape[1])
     if len(vectors):
         index.add(vectors)
     return index
@@ -162,11 +166,56 @@ def _previous_vectors(index_dir: Path, model_id: str) -> dict[str, np.ndarray]:
         manifest = json.loads((prev / "manifest.json").read_text())
         if manifest.get("model_id") != model_id:
             return {}
-        old_chunks = _load_chunks(prev / "chunks.jsonl")
+        keys = json.loads((prev / "keys.json").read_text())
         vecs = np.load(prev / "vectors.npy")
-        return {text_hash(model_id, c.embed_text): vecs[i] for i, c in enumerate(old_chunks)}
+        return dict(zip(keys, vecs)) if len(keys) == len(vecs) else {}
     except Exception:
         return {}
+
+
+def load_typical_questions(settings: Settings, chunks: list[Chunk]) -> dict[str, str]:
+    """Attach reviewed shopper questions (corpus/typical_questions/<doc>.yaml) to their chunks.
+
+    Why: shoppers word things nothing like statutes; questions written per
+    article are indexed beside the text (own vectors, extra keywords) so
+    everyday wording lands on the right article. Returns file hashes for the manifest.
+    """
+    import yaml
+
+    root = Path(settings.corpus_dir) / "typical_questions"
+    hashes: dict[str, str] = {}
+    by_doc: dict[str, list[Chunk]] = {}
+    for c in chunks:
+        by_doc.setdefault(c.source, []).append(c)
+    for source, doc_chunks in by_doc.items():
+        path = (root / source).with_suffix(".yaml")
+        if not path.exists():
+            continue
+        raw = path.read_bytes()
+        hashes[source] = hashlib.sha256(raw).hexdigest()
+        try:
+            data = yaml.safe_load(raw.decode("utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            log.warning("ignoring %s: %s", path, e)
+            continue
+        if not isinstance(data, dict):
+            continue
+        for c in doc_chunks:
+            qs = data.get(c.section)
+            if isinstance(qs, list):
+                c.meta["questions"] = [str(q).strip() for q in qs if str(q).strip()]
+    return hashes
+
+
+def entries_for(chunks: list[Chunk]) -> tuple[list[tuple[str, bool]], np.ndarray]:
+    """What gets a vector: every chunk's text (passage) and each typical question (query), with owners."""
+    entries = [(c.embed_text, False) for c in chunks]
+    owners = list(range(len(chunks)))
+    for i, c in enumerate(chunks):
+        for q in c.meta.get("questions", []):
+            entries.append((q, True))
+            owners.append(i)
+    return entries, np.asarray(owners, dtype=np.int32)
 
 
 def build_index(settings: Settings, embedder=None, progress=None, strict: bool = False, wait: bool = False) -> BuildReport:
@@ -177,23 +226,31 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
         docs, chunks, skipped, hashes = collect_chunks(settings, strict=strict)
         if not docs:
             raise DocumentError(f"知识库文件夹 {settings.corpus_dir} 里没有可索引的文档")
+        tq_hashes = load_typical_questions(settings, chunks)
         if embedder is None:
             from .embedding import get_embedder
 
             embedder = get_embedder(settings)
         model_id = embedder.model_id
         old = _previous_vectors(index_dir, model_id)
-        keys = [text_hash(model_id, c.embed_text) for c in chunks]
+        entries, owners = entries_for(chunks)
+        keys = [text_hash(model_id, ("Q\x00" if is_q else "P\x00") + t) for t, is_q in entries]
         todo = [i for i, k in enumerate(keys) if k not in old]
-        vectors = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
+        vectors = np.zeros((len(entries), embedder.dim), dtype=np.float32)
         for i, k in enumerate(keys):
             if k in old:
                 vectors[i] = old[k]
         if todo:
-            new = embedder.encode_passages([chunks[i].embed_text for i in todo], progress=progress)
-            vectors[todo] = new
+            passages = [i for i in todo if not entries[i][1]]
+            queries = [i for i in todo if entries[i][1]]
+            report_to = (lambda off: (lambda d, t: progress(off + d, len(todo)))) if progress else (lambda off: None)
+            if passages:
+                vectors[passages] = embedder.encode_passages([entries[i][0] for i in passages], progress=report_to(0))
+            if queries:
+                vectors[queries] = embedder.encode_questions([entries[i][0] for i in queries],
+                                                             progress=report_to(len(passages)))
         elif progress:
-            progress(len(chunks), len(chunks))
+            progress(len(entries), len(entries))
 
         version = f"v-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{int(time.time() * 1000) % 1000:03d}"
         tmp = index_dir / (version + ".partial")
@@ -202,10 +259,15 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
             for c in chunks:
                 fh.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
         np.save(tmp / "vectors.npy", vectors)
+        np.save(tmp / "owners.npy", owners)
+        (tmp / "keys.json").write_text(json.dumps(keys))
         import faiss
 
-        faiss.write_index(_make_faiss(vectors), str(tmp / "dense.faiss"))
+        faiss.write_index(_make_faiss(vectors[: len(chunks)]), str(tmp / "dense.faiss"))
+        faiss.write_index(_make_faiss(vectors[len(chunks):], embedder.dim), str(tmp / "questions.faiss"))
         KeywordIndex(KEYWORD_MODE).build([c.embed_text for c in chunks]).save(tmp / "bm25")
+        KeywordIndex(KEYWORD_MODE).build(
+            [c.embed_text + "\n" + "\n".join(c.meta.get("questions", [])) for c in chunks]).save(tmp / "bm25q")
         manifest = {
             "format": FORMAT_VERSION,
             "model_id": model_id,
@@ -214,10 +276,13 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
             "keyword": KEYWORD_MODE,
             "documents": {d.source: {"sha256": hashes[d.source], "title": d.title, "kind": d.kind,
                                      "chunks": sum(1 for c in chunks if c.source == d.source)} for d in docs},
+            "typical_questions": tq_hashes,
             "skipped": [{"file": f, "reason": r} for f, r in skipped],
             "chunks": len(chunks),
+            "entries": len(entries),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "files": {name: _file_digest(tmp / name) for name in ("chunks.jsonl", "vectors.npy", "dense.faiss")},
+            "files": {name: _file_digest(tmp / name)
+                      for name in ("chunks.jsonl", "vectors.npy", "owners.npy", "dense.faiss", "questions.faiss")},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
         load_version(tmp, settings, model_id=model_id)  # verify before switching
@@ -225,7 +290,7 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
         os.replace(tmp, final)
         _switch_current(index_dir, version)
         _cleanup(index_dir, keep=version)
-    report = BuildReport(documents=len(docs), chunks=len(chunks), reused=len(chunks) - len(todo),
+    report = BuildReport(documents=len(docs), chunks=len(chunks), reused=len(entries) - len(todo),
                          embedded=len(todo), skipped=skipped, seconds=time.time() - t0, version=version)
     return report
 
@@ -282,15 +347,20 @@ def load_version(path: Path, settings: Settings, model_id: str | None = None) ->
     try:
         chunks = _load_chunks(path / "chunks.jsonl")
         vectors = np.load(path / "vectors.npy")
+        owners = np.load(path / "owners.npy")
         index = faiss.read_index(str(path / "dense.faiss"))
-        keyword = KeywordIndex.load(path / "bm25", manifest.get("keyword", KEYWORD_MODE), len(chunks))
+        qindex = faiss.read_index(str(path / "questions.faiss"))
+        mode = manifest.get("keyword", KEYWORD_MODE)
+        keyword = KeywordIndex.load(path / "bm25", mode, len(chunks))
+        keyword_q = KeywordIndex.load(path / "bm25q", mode, len(chunks))
     except Exception as e:
         raise IndexError_(f"索引文件无法读取（{type(e).__name__}）。{rebuild}") from e
-    if not (len(chunks) == index.ntotal == len(vectors) == manifest.get("chunks")):
+    if not (len(chunks) == manifest.get("chunks") == index.ntotal
+            and index.ntotal + qindex.ntotal == len(vectors) == len(owners) == manifest.get("entries")):
         raise IndexError_(f"索引中的向量数与片段数不一致。{rebuild}")
     if index.d != manifest.get("dim"):
         raise IndexError_(f"索引向量维度不符。{rebuild}")
-    return LoadedIndex(path, manifest, chunks, vectors, index, keyword)
+    return LoadedIndex(path, manifest, chunks, vectors, owners, index, qindex, keyword, keyword_q)
 
 
 def load_index(settings: Settings, model_id: str | None = None) -> LoadedIndex:

@@ -78,7 +78,7 @@ class Assistant:
         retriever = self._retriever
         k = k or self.settings.top_k
         t1 = time.perf_counter()
-        qvec = None if (mode or self.settings.mode) == "keyword" else self.embedder.encode_queries([q])[0]
+        qvec = None if (mode or self.settings.mode) == "keyword" else retriever.query_vector(q)
         t2 = time.perf_counter()
         retrieval = retriever.retrieve(q, k=max(k, 10), mode=mode, query_vector=qvec)
         t3 = time.perf_counter()

@@ -1,10 +1,13 @@
-"""Hybrid retrieval: dense (FAISS inner product) and BM25 keyword lists, fused by reciprocal rank.
+"""Hybrid retrieval: dense (FAISS) and BM25 keyword lists, fused by reciprocal rank.
 
 Why RRF: cosine scores and BM25 scores live on unrelated scales that shift
 with query length; ranks fuse robustly without per-query calibration.
+Dense search runs over passages *and* their typical questions; a chunk scores
+the best of its vectors.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +17,11 @@ from .config import Settings
 from .index import LoadedIndex
 from .keyword import tokenize
 from .lexicon import expand_query
+
+_CLAUSE = re.compile(r"[^。！？!?；;\n]+[。！？!?；;]?")
+QUESTION_GAP = 0.04  # typical-question cosines run this much above passage cosines
+CONFIDENCE_MID = 0.895  # raw similarity that maps to confidence 0.5
+_ASKING = re.compile(r"吗|呢|么|怎么|怎样|如何|能不能|可不可以|可以|是否|有没有|谁|哪|多少|几|[?？]")
 
 
 @dataclass
@@ -32,9 +40,21 @@ class Retrieval:
     query_tokens: list[str]
 
 
-def _ranks(scores: np.ndarray, n: int) -> np.ndarray:
-    order = np.argsort(-scores, kind="stable")[:n]
-    return order
+def focus_question(question: str, min_len: int = 60) -> str | None:
+    """The asking part of a long story ("……结果到手就碎了。商家不认，我该怎么办？").
+
+    Shoppers bury the question in the last clauses; embedding the whole story
+    dilutes it with irrelevant detail. Returns None for short questions.
+    """
+    if len(question) < min_len:
+        return None
+    clauses = [c.strip() for c in _CLAUSE.findall(question) if c.strip()]
+    asking = [i for i, c in enumerate(clauses) if _ASKING.search(c)]
+    if not asking:
+        return None
+    last = asking[-1]
+    start = max(0, last - 1)
+    return "".join(clauses[start:last + 1])
 
 
 class Retriever:
@@ -42,6 +62,33 @@ class Retriever:
         self.index = index
         self.embedder = embedder
         self.settings = settings
+
+    def query_vector(self, question: str) -> np.ndarray:
+        focus = focus_question(question)
+        if focus is None:
+            return self.embedder.encode_queries([question])[0]
+        both = self.embedder.encode_queries([question, focus])
+        v = both[0] + both[1]
+        return v / np.linalg.norm(v)
+
+    def dense_scores(self, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Best cosine per chunk: (its passage vector, its best typical question); -1 = not in the candidates."""
+        n = len(self.index.chunks)
+        q = query_vector[None, :].astype(np.float32)
+        depth = max(self.settings.candidates * 4, 200)
+        passage = np.full(n, -1.0, dtype=np.float32)
+        sims, ids = self.index.faiss_index.search(q, min(n, depth))
+        ok = ids[0] >= 0
+        passage[ids[0][ok]] = sims[0][ok]
+        question = np.full(n, -1.0, dtype=np.float32)
+        nq = self.index.question_index.ntotal
+        if nq:
+            sims, ids = self.index.question_index.search(q, min(nq, depth))
+            # rows are sorted by similarity, so the first time an owner appears is its best question
+            for sim, row in zip(sims[0][::-1], ids[0][::-1]):
+                if row >= 0:
+                    question[self.index.owners[n + row]] = sim
+        return passage, question
 
     def retrieve(self, question: str, k: int | None = None, mode: str | None = None,
                  query_vector: np.ndarray | None = None) -> Retrieval:
@@ -51,46 +98,59 @@ class Retriever:
         n = len(self.index.chunks)
         expanded = expand_query(question) if s.expand_query else question
         tokens = tokenize(expanded)
-        dense = np.zeros(n, dtype=np.float32)
+        dense = np.full(n, -1.0, dtype=np.float32)
+        dense_q = np.full(n, -1.0, dtype=np.float32)
         if mode in ("hybrid", "dense"):
             if query_vector is None:
-                query_vector = self.embedder.encode_queries([question])[0]
-            dense = self.index.vectors @ query_vector
-        keyword = self.index.keyword.scores(tokens) if mode in ("hybrid", "keyword") else np.zeros(n, np.float32)
+                query_vector = self.query_vector(question)
+            dense, dense_q = self.dense_scores(query_vector)
+            if not s.typical_questions:
+                dense_q[:] = -1.0
+        kw_index = self.index.keyword_q if s.typical_questions else self.index.keyword
+        keyword = kw_index.scores(tokens) if mode in ("hybrid", "keyword") else np.zeros(n, np.float32)
 
         cand = min(s.candidates, n)
         fused = np.zeros(n, dtype=np.float64)
         if mode in ("hybrid", "dense"):
-            for r, i in enumerate(_ranks(dense, cand)):
-                fused[i] += s.dense_weight / (s.rrf_k + r + 1)
+            if s.tq_fusion == "max":
+                lists = [(np.maximum(dense, dense_q), s.dense_weight)]
+            else:  # passages and typical questions as two separate ranked lists
+                lists = [(dense, s.dense_weight), (dense_q, s.question_weight)]
+            for scores, weight in lists:
+                for r, i in enumerate(np.argsort(-scores, kind="stable")[:cand]):
+                    if scores[i] > -1:
+                        fused[i] += weight / (s.rrf_k + r + 1)
         if mode in ("hybrid", "keyword"):
-            order = _ranks(keyword, cand)
-            for r, i in enumerate(order):
+            for r, i in enumerate(np.argsort(-keyword, kind="stable")[:cand]):
                 if keyword[i] > 0:
                     fused[i] += s.keyword_weight / (s.rrf_k + r + 1)
         top = [int(i) for i in np.argsort(-fused, kind="stable")[:k] if fused[i] > 0]
-        hits = [Hit(self.index.chunks[i], float(fused[i]), float(dense[i]), float(keyword[i]), r + 1)
+        hits = [Hit(self.index.chunks[i], float(fused[i]), float(max(dense[i], 0)), float(keyword[i]), r + 1)
                 for r, i in enumerate(top)]
-        return Retrieval(hits, self._confidence(dense, keyword, tokens, top, mode), tokens)
+        return Retrieval(hits, self._confidence(dense, dense_q, keyword, tokens, top, mode, kw_index), tokens)
 
-    def _confidence(self, dense, keyword, tokens, top, mode) -> float:
-        """Map the best dense cosine (and keyword coverage) to 0..1.
+    def _confidence(self, dense, dense_q, keyword, tokens, top, mode, kw_index) -> float:
+        """How sure we are that the corpus answers the question, on 0..1 (0.5 = the refusal line).
 
-        e5 cosines for on-topic Chinese passages sit around 0.82–0.90 and for
-        unrelated text around 0.75–0.80, so the raw value is rescaled.
+        The signal is the mean of the best passage cosine and the best
+        typical-question cosine. On the dev set answerable questions sit at
+        0.88–0.96 and unanswerable ones (recipes, stocks, a platform's
+        membership perks) at 0.80–0.90; raw 0.895 maps to 0.5, the point
+        where ~2 % of answerable and ~92 % of unanswerable dev questions fall
+        below (see README, "Refusal threshold"). Without typical questions the
+        passage cosine alone is used, shifted by their typical gap (0.04).
         """
         if not top:
             return 0.0
-        best = top[0]
-        d = float(dense.max()) if mode != "keyword" else 0.0
-        dense_part = float(np.clip((d - 0.78) / 0.10, 0, 1))
-        words = [t for t in tokens if not t.startswith("§")]
-        if words:
-            vocab_hit = sum(1 for t in words if t in self.index.keyword.vocab) / len(words)
-        else:
-            vocab_hit = 0.0
         if mode == "keyword":
-            return vocab_hit if keyword[best] > 0 else 0.0
-        if mode == "dense":
-            return dense_part
-        return 0.7 * dense_part + 0.3 * vocab_hit
+            words = [t for t in tokens if not t.startswith("§")]
+            coverage = sum(1 for t in words if t in kw_index.vocab) / len(words) if words else 0.0
+            return coverage if keyword[top[0]] > 0 else 0.0
+        dp = float(dense.max())
+        dq = float(dense_q.max())
+        if dq <= -1 or not self.settings.typical_questions:
+            dq = dp + QUESTION_GAP
+        if dp <= -1:
+            dp = dq - QUESTION_GAP
+        raw = (dp + dq) / 2
+        return float(np.clip((raw - CONFIDENCE_MID) / 0.10 + 0.5, 0, 1))

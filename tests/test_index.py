@@ -121,6 +121,6 @@ def test_sigkill_during_rebuild_leaves_previous_index_loadable(small, delay):
     proc.wait()
     idx = load_index(small)  # either the old version or a complete new one, never a broken one
     assert idx.path in (before, current_version(small.index_dir))
-    assert len(idx.chunks) == idx.faiss_index.ntotal
+    assert idx.faiss_index.ntotal == len(idx.chunks) and len(idx.owners) == len(idx.vectors)
     build_index(small)  # and the next rebuild recovers
     assert any(c.source == "laws/extra29.md" for c in load_index(small).chunks)
