@@ -39,6 +39,9 @@ class Answer:
     citations: list[Citation]
 
 
+_ITEM = re.compile(r"^\s*(?:[（(][一二三四五六七八九十\d]+[)）]|[一二三四五六七八九十]+、|\d+[.、])")
+
+
 def split_sentences(text: str) -> list[Sentence]:
     out = []
     for m in SENTENCE_END.finditer(text):
@@ -48,6 +51,34 @@ def split_sentences(text: str) -> list[Sentence]:
         if e - s >= 4:
             out.append(Sentence(text[s:e], s, e))
     return out
+
+
+def answer_units(text: str, max_block: int = 320) -> list[Sentence]:
+    """Sentences, except that a lead-in ending in "：" is kept together with its enumerated items.
+
+    Why: "下列商品不适用七日无理由退货规定：" says nothing on its own; the
+    answer is in the （一）（二）… items that follow it.
+    """
+    sents = split_sentences(text)
+    units: list[Sentence] = []
+    i = 0
+    while i < len(sents):
+        s = sents[i]
+        j = i + 1
+        if s.text.rstrip().endswith(("：", ":")):
+            while j < len(sents) and _ITEM.match(sents[j].text) and sents[j].end - s.start <= max_block:
+                j += 1
+        if j > i + 1:
+            units.append(Sentence(text[s.start:sents[j - 1].end], s.start, sents[j - 1].end))
+        else:
+            units.append(s)
+        i = j
+    return units
+
+
+def _inline(text: str) -> str:
+    """One line per citation: the line breaks of enumerations are dropped (Chinese needs no spaces)."""
+    return re.sub(r"\s*\n\s*", "", text)
 
 
 def _weights(tokens: list[str]) -> dict[str, float]:
@@ -71,8 +102,12 @@ def source_label(hit: Hit) -> str:
     return f"《{c.title}》{section}"
 
 
+WHOLE_TOP = 220  # quote the top passage whole when it is at most this long
+WHOLE_OTHER = 120
+
+
 def compose(question: str, retrieval: Retrieval, refuse_below: float, max_sentences: int = 4,
-            max_sources: int = 3) -> Answer:
+            max_sources: int = 3, max_chars: int = 700) -> Answer:
     hits = retrieval.hits
     if not hits or retrieval.confidence < refuse_below:
         return Answer(REFUSAL + "下面列出最接近的资料，仅供参考。", True, [])
@@ -80,20 +115,28 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
     top = hits[0].score
     chosen = [h for h in hits[:max_sources] if h.score >= 0.75 * top] or hits[:1]
     citations: list[Citation] = []
-    budget = max_sentences
+    budget = max_chars
     for i, hit in enumerate(chosen):
-        sents = split_sentences(hit.chunk.text)
-        if not sents or budget <= 0:
+        text = hit.chunk.text
+        units = answer_units(text)
+        if not units or budget <= 0:
             continue
-        scored = sorted(((_overlap(s.text, weights), -j, s) for j, s in enumerate(sents)),
-                        key=lambda x: (x[0], x[1]), reverse=True)
-        take = 2 if i == 0 else 1
-        picked = [s for sc, _, s in scored[:take] if sc > 0 or s is sents[0]]
-        if not picked:
-            picked = [sents[0]]
-        picked = sorted(picked[: budget], key=lambda s: s.start)
-        budget -= len(picked)
-        citations.append(Citation(len(citations) + 1, hit, picked))
+        whole = WHOLE_TOP if i == 0 else WHOLE_OTHER
+        if len(text) <= whole:
+            picked = units
+        else:
+            ranked = sorted(units, key=lambda u: (_overlap(u.text, weights), -u.start), reverse=True)
+            take = max_sentences - 1 if i == 0 else 1
+            picked = [u for u in ranked[:take] if _overlap(u.text, weights) > 0] or [units[0]]
+        picked = sorted(picked, key=lambda u: u.start)
+        kept, used = [], 0
+        for u in picked:
+            if kept and used + len(u.text) > budget:
+                break
+            kept.append(u)
+            used += len(u.text)
+        budget -= used
+        citations.append(Citation(len(citations) + 1, hit, kept))
     # Number citations in the order the answer shows them: laws first, then guides, then others.
     order = {"law": 0, "guide": 1}
     citations.sort(key=lambda c: (order.get(c.hit.chunk.kind, 2), c.n))
@@ -106,9 +149,9 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
             continue
         lines.append(f"{KIND_LABEL[kind]}：")
         for c in group:
-            body = "".join(s.text.strip() for s in c.sentences)
+            body = _inline("".join(s.text.strip() for s in c.sentences))
             lines.append(f"- 依{source_label(c.hit)}：{body}[{c.n}]")
     others = [c for c in citations if c.hit.chunk.kind not in KIND_LABEL]
     for c in others:
-        lines.append(f"- 依{source_label(c.hit)}：{''.join(s.text.strip() for s in c.sentences)}[{c.n}]")
+        lines.append(f"- 依{source_label(c.hit)}：{_inline(''.join(s.text.strip() for s in c.sentences))}[{c.n}]")
     return Answer("\n".join(lines), False, citations)
