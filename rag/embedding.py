@@ -50,6 +50,13 @@ def resolve_model_path(settings: Settings) -> Path:
     return out
 
 
+def model_id_for(settings: Settings) -> str:
+    """The id recorded in index manifests, known without loading the model."""
+    if settings.model != DEFAULT_MODEL:
+        return str(Path(settings.model).expanduser())
+    return f"{DEFAULT_MODEL}@{resolve_model_path(settings).name}"
+
+
 class Embedder:
     """Wraps a SentenceTransformer with the query/passage prefixes the model expects."""
 
@@ -63,7 +70,7 @@ class Embedder:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         self.path = resolve_model_path(settings)
-        self.model_id = settings.model if settings.model != DEFAULT_MODEL else f"{DEFAULT_MODEL}@{self.path.name}"
+        self.model_id = model_id_for(settings)
         self.query_prefix = settings.query_prefix
         self.passage_prefix = settings.passage_prefix
         self.batch_size = settings.embed_batch_size

@@ -173,6 +173,26 @@ def _previous_vectors(index_dir: Path, model_id: str) -> dict[str, np.ndarray]:
         return {}
 
 
+def _previous_tokens(index_dir: Path) -> dict[str, list[str]]:
+    """Tokenised texts of the serving version, keyed by text hash: jieba is the slow part of a rebuild."""
+    prev = current_version(index_dir)
+    try:
+        cache = json.loads((prev / "tokens.json").read_text(encoding="utf-8"))
+        return cache if isinstance(cache, dict) else {}
+    except Exception:
+        return {}
+
+
+def _tokens(text: str, cache: dict[str, list[str]], used: dict[str, list[str]]) -> list[str]:
+    from .keyword import tokenize
+
+    key = hashlib.sha1(f"{KEYWORD_MODE}\x00{text}".encode("utf-8")).hexdigest()
+    if key not in cache:
+        cache[key] = tokenize(text, KEYWORD_MODE)
+    used[key] = cache[key]
+    return cache[key]
+
+
 def load_typical_questions(settings: Settings, chunks: list[Chunk]) -> dict[str, str]:
     """Attach reviewed shopper questions (corpus/typical_questions/<doc>.yaml) to their chunks.
 
@@ -194,7 +214,7 @@ def load_typical_questions(settings: Settings, chunks: list[Chunk]) -> dict[str,
         raw = path.read_bytes()
         hashes[source] = hashlib.sha256(raw).hexdigest()
         try:
-            data = yaml.safe_load(raw.decode("utf-8")) or {}
+            data = yaml.load(raw.decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             log.warning("ignoring %s: %s", path, e)
             continue
@@ -227,16 +247,17 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
         if not docs:
             raise DocumentError(f"知识库文件夹 {settings.corpus_dir} 里没有可索引的文档")
         tq_hashes = load_typical_questions(settings, chunks)
-        if embedder is None:
-            from .embedding import get_embedder
+        from .embedding import get_embedder, model_id_for
 
-            embedder = get_embedder(settings)
-        model_id = embedder.model_id
+        model_id = embedder.model_id if embedder is not None else model_id_for(settings)
         old = _previous_vectors(index_dir, model_id)
         entries, owners = entries_for(chunks)
         keys = [text_hash(model_id, ("Q\x00" if is_q else "P\x00") + t) for t, is_q in entries]
         todo = [i for i, k in enumerate(keys) if k not in old]
-        vectors = np.zeros((len(entries), embedder.dim), dtype=np.float32)
+        if todo and embedder is None:  # loading the model takes seconds: only when something is new
+            embedder = get_embedder(settings)
+        dim = embedder.dim if embedder is not None else len(next(iter(old.values())))
+        vectors = np.zeros((len(entries), dim), dtype=np.float32)
         for i, k in enumerate(keys):
             if k in old:
                 vectors[i] = old[k]
@@ -264,14 +285,19 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
         import faiss
 
         faiss.write_index(_make_faiss(vectors[: len(chunks)]), str(tmp / "dense.faiss"))
-        faiss.write_index(_make_faiss(vectors[len(chunks):], embedder.dim), str(tmp / "questions.faiss"))
-        KeywordIndex(KEYWORD_MODE).build([c.embed_text for c in chunks]).save(tmp / "bm25")
-        KeywordIndex(KEYWORD_MODE).build(
-            [c.embed_text + "\n" + "\n".join(c.meta.get("questions", [])) for c in chunks]).save(tmp / "bm25q")
+        faiss.write_index(_make_faiss(vectors[len(chunks):], dim), str(tmp / "questions.faiss"))
+        token_cache = _previous_tokens(index_dir)
+        used: dict[str, list[str]] = {}
+        text_tokens = [_tokens(c.embed_text, token_cache, used) for c in chunks]
+        question_tokens = [[t for q in c.meta.get("questions", []) for t in _tokens(q, token_cache, used)] for c in chunks]
+        KeywordIndex(KEYWORD_MODE).build_from_tokens(text_tokens).save(tmp / "bm25")
+        KeywordIndex(KEYWORD_MODE).build_from_tokens(
+            [a + b for a, b in zip(text_tokens, question_tokens)]).save(tmp / "bm25q")
+        (tmp / "tokens.json").write_text(json.dumps(used, ensure_ascii=False))
         manifest = {
             "format": FORMAT_VERSION,
             "model_id": model_id,
-            "dim": embedder.dim,
+            "dim": dim,
             "chunker": settings.chunker_id(),
             "keyword": KEYWORD_MODE,
             "documents": {d.source: {"sha256": hashes[d.source], "title": d.title, "kind": d.kind,

@@ -59,10 +59,13 @@ class KeywordIndex:
         self.size = 0
 
     def build(self, texts: list[str]) -> "KeywordIndex":
-        corpus = [tokenize(t, self.mode) or ["∅"] for t in texts]
+        return self.build_from_tokens([tokenize(t, self.mode) for t in texts])
+
+    def build_from_tokens(self, corpus: list[list[str]]) -> "KeywordIndex":
+        corpus = [toks or ["∅"] for toks in corpus]
         self.bm25.index(corpus, show_progress=False)
         self.vocab = self.bm25.vocab_dict
-        self.size = len(texts)
+        self.size = len(corpus)
         return self
 
     def scores(self, query: str | list[str]) -> np.ndarray:
