@@ -124,3 +124,20 @@ def test_sigkill_during_rebuild_leaves_previous_index_loadable(small, delay):
     assert idx.faiss_index.ntotal == len(idx.chunks) and len(idx.owners) == len(idx.vectors)
     build_index(small)  # and the next rebuild recovers
     assert any(c.source == "laws/extra29.md" for c in load_index(small).chunks)
+
+
+def test_index_type_is_chosen_by_size_and_can_be_forced():
+    from rag.index import choose_index_type
+
+    assert choose_index_type(1_000) == "flat"
+    assert choose_index_type(2_000_000) == "hnsw"
+    assert choose_index_type(10, "hnsw") == "hnsw"
+    assert choose_index_type(10**7, "flat") == "flat"
+
+
+def test_forced_hnsw_index_builds_loads_and_finds_the_same_top_hit(small):
+    build_index(small.with_(ann="hnsw"))
+    idx = load_index(small)
+    assert idx.manifest["ann"] == "hnsw" and idx.faiss_index.hnsw.efSearch == 128
+    _, ids = idx.faiss_index.search(idx.vectors[1:2], 1)
+    assert ids[0][0] == 1
