@@ -85,6 +85,16 @@ def cmd_ask(args) -> int:
     s = _settings(args)
     if args.mode:
         s = s.with_(mode=args.mode)
+    llm = None
+    if args.llm:
+        from .llm import LLMConfig
+
+        try:
+            llm = LLMConfig.from_file(args.llm_config) if args.llm_config else LLMConfig.from_env()
+        except (OSError, ValueError) as e:
+            raise UserError(f"大模型配置有误：{e}") from None
+        if llm is None:
+            raise UserError("未配置大模型：请设置 RAG_LLM_BASE_URL 和 RAG_LLM_MODEL（密钥放在 RAG_LLM_API_KEY），或用 --llm-config 指定配置文件")
     if args.batch:
         path = Path(args.batch)
         if not path.exists():
@@ -98,12 +108,12 @@ def cmd_ask(args) -> int:
                 items.append((obj.get("id", lineno), obj["question"]))
             except (ValueError, KeyError, AttributeError):
                 raise UserError(f"{path} 第 {lineno} 行不是含 question 字段的 JSON") from None
-        assistant = Assistant(s)
+        assistant = Assistant(s, llm=llm)
         from tqdm import tqdm
 
         for qid, q in tqdm(items, desc="回答问题", file=sys.stderr, disable=args.quiet):
             try:
-                result = assistant.ask(q, k=args.k, qid=qid)
+                result = assistant.ask(q, k=args.k, qid=qid, use_llm=args.llm)
             except QuestionError as e:
                 result = {"id": qid, "question": q, "error": str(e), "answer": "", "refused": True,
                           "citations": [], "retrieved": [], "timings_ms": {}}
@@ -115,7 +125,7 @@ def cmd_ask(args) -> int:
     from .pipeline import validate_question
 
     validate_question(question, s.max_question_chars)  # fail fast, before loading the model
-    result = Assistant(s).ask(question, k=args.k, qid=args.id)
+    result = Assistant(s, llm=llm).ask(question, k=args.k, qid=args.id, use_llm=args.llm)
     print(json.dumps(result, ensure_ascii=False, indent=None if args.compact else 1) if args.json
           else format_answer(result))
     return 0
@@ -165,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--mode", choices=["hybrid", "dense", "keyword"])
     pa.add_argument("--batch", help="JSONL 文件，每行含 id 与 question；每个问题输出一行 JSON")
     pa.add_argument("--id", default=None)
+    pa.add_argument("--llm", action="store_true", help="由已配置的大模型（OpenAI 兼容接口）撰写回答，引用经核对")
+    pa.add_argument("--llm-config", help="大模型配置文件（.toml/.json：base_url, model, timeout_s, max_tokens）")
     pa.add_argument("-q", "--quiet", action="store_true")
     pa.set_defaults(func=cmd_ask)
 

@@ -31,7 +31,7 @@ class Settings:
     passage_prefix: str = field(default_factory=lambda: os.environ.get("RAG_PASSAGE_PREFIX", "passage: "))
     embed_batch_size: int = 16
     # Chunking: one law article / guide section per chunk; longer ones are split.
-    chunk_max_chars: int = 400
+    chunk_max_chars: int = 650
     chunk_overlap: int = 40
     # Retrieval
     top_k: int = 5

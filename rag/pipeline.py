@@ -36,8 +36,14 @@ def validate_question(question: str, max_chars: int) -> str:
 
 
 class Assistant:
-    def __init__(self, settings: Settings | None = None, embedder=None):
+    def __init__(self, settings: Settings | None = None, embedder=None, llm=None):
+        """``llm``: an rag.llm.LLMConfig; by default read from RAG_LLM_* environment variables (None = off)."""
         self.settings = settings or Settings()
+        if llm is None:
+            from .llm import LLMConfig
+
+            llm = LLMConfig.from_env()
+        self.llm = llm
         path = current_version(self.settings.index_dir)
         if path is None or not path.exists():  # say so before spending seconds on the model
             load_index(self.settings)
@@ -67,7 +73,10 @@ class Assistant:
             self._index, self._retriever = index, Retriever(index, self.embedder, self.settings)
         return True
 
-    def ask(self, question: str, k: int | None = None, mode: str | None = None, qid=None) -> dict:
+    def ask(self, question: str, k: int | None = None, mode: str | None = None, qid=None,
+            use_llm: bool = False, on_token=None) -> dict:
+        """Answer one question. ``use_llm`` lets the configured LLM write the answer (verified
+        against the passages; the extractive answer is the fallback); ``on_token`` streams it."""
         t0 = time.perf_counter()
         q = validate_question(question, self.settings.max_question_chars)
         try:
@@ -85,16 +94,36 @@ class Assistant:
         answer_hits = type(retrieval)(retrieval.hits[:k], retrieval.confidence, retrieval.query_tokens)
         answer: Answer = compose(q, answer_hits, self.settings.refuse_below, self.settings.max_answer_sentences)
         t4 = time.perf_counter()
-        return {
+        text = answer.text
+        citations = [dict(passage_json(c.n, c.hit), used_sentences=[[s.start, s.end] for s in c.sentences])
+                     for c in answer.citations]
+        llm_info = None
+        if use_llm and self.llm is not None and not answer.refused:  # a refusal never reaches the LLM
+            from .llm import answer_with_llm
+
+            hits = answer_hits.hits
+            res = answer_with_llm(q, hits, answer, self.llm, on_token=on_token)
+            llm_info = res["llm"]
+            if llm_info["used"]:
+                text = res["answer"]
+                citations = [passage_json(n, hits[n - 1]) for n in res["cited"]]
+            elif llm_info.get("notice"):
+                text = f"（{llm_info['notice']}）\n{text}"
+        t5 = time.perf_counter()
+        result = {
             "id": qid,
             "question": question,
-            "answer": answer.text,
+            "answer": text,
             "refused": answer.refused,
-            "citations": [dict(passage_json(c.n, c.hit), used_sentences=[[s.start, s.end] for s in c.sentences])
-                          for c in answer.citations],
+            "citations": citations,
             "retrieved": [passage_json(i + 1, h) for i, h in enumerate(retrieval.hits[:10])],
             "confidence": round(retrieval.confidence, 4),
             "index_version": self._index.version,
             "timings_ms": {"embed": round((t2 - t1) * 1000, 2), "retrieve": round((t3 - t2) * 1000, 2),
-                           "compose": round((t4 - t3) * 1000, 2), "total": round((t4 - t0) * 1000, 2)},
+                           "compose": round((t4 - t3) * 1000, 2), "total": round((t5 - t0) * 1000, 2)},
         }
+        if use_llm:
+            result["llm"] = llm_info or {"used": False, "notice": None if answer.refused else "未配置大模型"}
+            if llm_info:
+                result["timings_ms"]["llm"] = round((t5 - t4) * 1000, 2)
+        return result
