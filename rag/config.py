@@ -30,6 +30,8 @@ class Settings:
     query_prefix: str = field(default_factory=lambda: os.environ.get("RAG_QUERY_PREFIX", "query: "))
     passage_prefix: str = field(default_factory=lambda: os.environ.get("RAG_PASSAGE_PREFIX", "passage: "))
     embed_batch_size: int = 16
+    # Vectors shared by all indexes of one model (see rag/embed_cache.py); None = <cache_dir>/embeddings.sqlite3.
+    embedding_cache: Path | None = None
     # Chunking: one law article / guide section per chunk; longer ones are split.
     chunk_max_chars: int = 650
     chunk_overlap: int = 40
@@ -59,7 +61,7 @@ class Settings:
 
     def with_(self, **changes) -> "Settings":
         changes = {k: v for k, v in changes.items() if v is not None}
-        for key in ("corpus_dir", "index_dir", "cache_dir"):
+        for key in ("corpus_dir", "index_dir", "cache_dir", "embedding_cache"):
             if key in changes:
                 changes[key] = Path(changes[key]).expanduser().resolve()
         return replace(self, **changes)

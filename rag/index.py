@@ -33,6 +33,7 @@ import numpy as np
 from .chunking import Chunk, chunk_document
 from .config import Settings
 from .documents import DocumentError, discover, load_document
+from .embed_cache import open_cache
 from .keyword import KeywordIndex
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,10 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
         entries, owners = entries_for(chunks)
         keys = [text_hash(model_id, ("Q\x00" if is_q else "P\x00") + t) for t, is_q in entries]
         todo = [i for i, k in enumerate(keys) if k not in old]
+        cache = open_cache(settings) if todo else None
+        if cache is not None:
+            old.update(cache.get_many([keys[i] for i in todo]))
+            todo = [i for i in todo if keys[i] not in old]
         if todo and embedder is None:  # loading the model takes seconds: only when something is new
             embedder = get_embedder(settings)
         dim = embedder.dim if embedder is not None else len(next(iter(old.values())))
@@ -292,8 +297,12 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
             if queries:
                 vectors[queries] = embedder.encode_questions([entries[i][0] for i in queries],
                                                              progress=report_to(len(passages)))
+            if cache is not None:
+                cache.put_many({keys[i]: vectors[i] for i in todo})
         elif progress:
             progress(len(entries), len(entries))
+        if cache is not None:
+            cache.close()
 
         version = f"v-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{int(time.time() * 1000) % 1000:03d}"
         tmp = index_dir / (version + ".partial")

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ SMALL = {
 @pytest.fixture
 def small(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", SMALL)
-    return Settings().with_(corpus_dir=corpus, index_dir=tmp_path / "index")
+    return Settings().with_(corpus_dir=corpus, index_dir=tmp_path / "index", embedding_cache=tmp_path / "emb.sqlite3")
 
 
 def test_save_load_round_trip_keeps_chunks_and_vectors(small):
@@ -110,8 +111,10 @@ def test_sigkill_during_rebuild_leaves_previous_index_loadable(small, delay):
     build_index(small)
     before = current_version(small.index_dir)
     # Force new embeddings so the rebuild has real work to be killed in.
+    nonce = uuid.uuid4().hex  # texts never seen before, so the persistent cache can't skip the work
     for i in range(30):
-        (small.corpus_dir / f"laws/extra{i}.md").write_text(f"# 法{i}\n\n## 第一条\n\n第{i}号新规定的内容，关于退货{i}。\n", encoding="utf-8")
+        (small.corpus_dir / f"laws/extra{i}.md").write_text(
+            f"# 法{i}\n\n## 第一条\n\n第{i}号新规定的内容（{nonce}），关于退货{i}。\n", encoding="utf-8")
     env = dict(os.environ)
     proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "index", "--corpus", str(small.corpus_dir),
                              "--index", str(small.index_dir)], env=env,
@@ -141,3 +144,9 @@ def test_forced_hnsw_index_builds_loads_and_finds_the_same_top_hit(small):
     assert idx.manifest["ann"] == "hnsw" and idx.faiss_index.hnsw.efSearch == 128
     _, ids = idx.faiss_index.search(idx.vectors[1:2], 1)
     assert ids[0][0] == 1
+
+
+def test_new_index_folder_reuses_vectors_from_the_shared_cache(small, tmp_path):
+    build_index(small)
+    report = build_index(small.with_(index_dir=tmp_path / "second"))
+    assert report.embedded == 0 and report.reused == report.chunks

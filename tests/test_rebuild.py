@@ -47,7 +47,7 @@ def bad_files(root):
 @pytest.fixture
 def kb(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", GOOD)
-    return Settings().with_(corpus_dir=corpus, index_dir=tmp_path / "index")
+    return Settings().with_(corpus_dir=corpus, index_dir=tmp_path / "index", embedding_cache=tmp_path / "emb.sqlite3")
 
 
 def test_every_bad_file_is_skipped_with_a_reason_and_the_rest_is_indexed(kb):
