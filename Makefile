@@ -24,7 +24,7 @@ index: $(STAMP)
 	$(BIN)/rag index
 
 browser:
-	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+	@(test -x /usr/bin/chromium && fc-list 2>/dev/null | grep -qi wqy) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-wqy-zenhei >/dev/null)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q

@@ -185,12 +185,12 @@ def _upload(page, files: list[dict]) -> str:
     from playwright.sync_api import expect
 
     _tab(page, "知识库")
-    page.evaluate("document.querySelector('#kb-status').innerHTML = ''")
     page.locator("#upload input[type=file]").set_input_files(files)
     for f in files:  # wait until Gradio has uploaded every file before asking the server to use them
-        expect(page.locator("#upload")).to_contain_text(f["name"], timeout=20_000)
+        expect(page.locator("#upload")).to_contain_text(Path(f["name"]).stem, timeout=20_000)
     page.click("#upload-btn")
-    page.wait_for_function("document.querySelector('#kb-status').innerText.trim().length > 0", timeout=180_000)
+    # every outcome line names its file: "已加入：uploads/x.md" or "未加入：x.md：why"
+    expect(page.locator("#kb-status")).to_contain_text(files[0]["name"], timeout=180_000)
     return page.inner_text("#kb-status")
 
 
@@ -213,7 +213,8 @@ def test_ask_shows_answer_with_citations_and_law_badge(page, output_dir):
     details = ans.locator(".cite-card details.card-full").first
     details.locator("summary").click()  # the whole article opens
     expect(details.locator(".card-full-text")).to_be_visible()
-    ans.locator(".ans-text").scroll_into_view_if_needed()
+    page.evaluate("[...document.querySelectorAll('#chat .rag-question')].pop().scrollIntoView({block: 'start'});"
+                  "window.scrollTo(0, 0)")  # scroll the chat box, not the page
     page.screenshot(path=str(output_dir / "ask_tab.png"))
 
 
@@ -348,7 +349,6 @@ def test_delete_document_removes_it_from_index(page, kb_settings):
     from playwright.sync_api import expect
 
     _tab(page, "知识库")
-    page.evaluate("document.querySelector('#kb-status').innerHTML = ''")
     page.locator("#delete-choice input").click()
     page.locator("#delete-choice input").fill(XSS_DOC_NAME)
     page.get_by_role("option", name=f"uploads/{XSS_DOC_NAME}").click()

@@ -251,7 +251,7 @@ class App:
         return (gr.update(value=rows), gr.update(choices=files, value=None), summary)
 
     def _rebuild(self, progress, action: str) -> tuple[object, str]:
-        progress(0, desc="正在读取文档并切分…")
+        progress(0, desc="正在读取文档、切分并准备模型…")
 
         def cb(done: int, total: int):
             progress((done, total), desc="正在为新片段计算向量", unit="片段")
@@ -354,7 +354,7 @@ def build_app(settings: Settings) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("提问", id="ask", elem_id="tab-ask"):
                 chatbot = gr.Chatbot(
-                    elem_id="chat", label="对话", height="62vh", layout="panel", sanitize_html=True,
+                    elem_id="chat", label="对话", show_label=False, height="62vh", layout="panel", sanitize_html=True,
                     allow_tags=False, latex_delimiters=[], render_markdown=True, line_breaks=False,
                     feedback_options=("Like", "Dislike"), autoscroll=True,
                     placeholder="请输入您遇到的网购售后问题，或点击下面的示例问题。",
@@ -389,9 +389,6 @@ def build_app(settings: Settings) -> gr.Blocks:
                 gr.Markdown("上传的文档保存在知识库的 `uploads/` 文件夹；支持 .md、.txt、.html、.pdf、.docx。"
                             "重建期间“提问”页继续使用旧索引回答，新索引就绪后自动切换。")
                 kb_summary = gr.HTML(elem_id="kb-summary", js_on_load=None)
-                docs = gr.Dataframe(headers=["标题", "类型", "文件", "片段数", "索引时间"],
-                                    datatype=["str", "str", "str", "number", "str"], interactive=False,
-                                    column_widths=["32%", "7%", "33%", "8%", "20%"], elem_id="kb-docs", label="已索引的文档", wrap=True, max_height=420)
                 with gr.Row():
                     with gr.Column():
                         files = gr.File(file_count="multiple", label="上传文档（可多选）", elem_id="upload",
@@ -402,12 +399,19 @@ def build_app(settings: Settings) -> gr.Blocks:
                                                 filterable=True)
                         delete_btn = gr.Button("删除并重建索引", variant="stop", elem_id="delete-btn")
                         rebuild_btn = gr.Button("重建索引", elem_id="rebuild-btn")
-                kb_status = gr.HTML(elem_id="kb-status", js_on_load=None)
+                kb_status = gr.HTML(elem_id="kb-status", js_on_load=None, min_height=60)
+                docs = gr.Dataframe(headers=["标题", "类型", "文件", "片段数", "索引时间"],
+                                    datatype=["str", "str", "str", "number", "str"], interactive=False,
+                                    column_widths=["32%", "7%", "33%", "8%", "20%"], elem_id="kb-docs",
+                                    label="已索引的文档（新上传的排在前面）", wrap=True, max_height=420,
+                                    show_search="search")
 
                 view_outputs = [docs, to_delete, kb_summary]
-                upload_btn.click(app.upload, [files], [kb_status, *view_outputs, files], concurrency_id="kb")
-                delete_btn.click(app.delete, [to_delete], [kb_status, *view_outputs], concurrency_id="kb")
-                rebuild_btn.click(app.rebuild, None, [kb_status, *view_outputs], concurrency_id="kb")
+                # progress shows in the status box only, so the document list stays readable meanwhile
+                kb_events = dict(concurrency_id="kb", show_progress_on=[kb_status])
+                upload_btn.click(app.upload, [files], [kb_status, *view_outputs, files], **kb_events)
+                delete_btn.click(app.delete, [to_delete], [kb_status, *view_outputs], **kb_events)
+                rebuild_btn.click(app.rebuild, None, [kb_status, *view_outputs], **kb_events)
         demo.load(app.kb_view, None, view_outputs)
     return demo
 

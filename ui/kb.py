@@ -42,11 +42,13 @@ def read_manifest(settings: Settings) -> dict | None:
 
 
 def document_rows(settings: Settings) -> list[list]:
-    """[title, kind, file, chunks, indexed at] for each indexed document."""
+    """[title, kind, file, chunks, indexed at] for each indexed document, uploads first."""
     m = read_manifest(settings) or {}
     created = str(m.get("created", "")).replace("T", " ")
     rows = []
-    for source, d in sorted((m.get("documents") or {}).items()):
+    # uploads first: they are what a maintainer just changed; then the shipped corpus by path
+    order = sorted((m.get("documents") or {}).items(), key=lambda kv: (not kv[0].startswith(UPLOAD_DIR + "/"), kv[0]))
+    for source, d in order:
         rows.append([d.get("title", ""), KIND_NAME.get(d.get("kind"), d.get("kind", "")), source,
                      int(d.get("chunks", 0)), created])
     return rows
