@@ -6,6 +6,7 @@ restart, which needs one place that owns the loaded index.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -102,7 +103,8 @@ class Assistant:
             from .llm import answer_with_llm
 
             hits = answer_hits.hits
-            res = answer_with_llm(q, hits, answer, self.llm, on_token=on_token)
+            config = self.llm if on_token is None or self.llm.stream else dataclasses.replace(self.llm, stream=True)
+            res = answer_with_llm(q, hits, answer, config, on_token=on_token)
             llm_info = res["llm"]
             if llm_info["used"]:
                 text = res["answer"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import html
+import queue
 import time
 import uuid
 from pathlib import Path
@@ -169,7 +171,7 @@ class App:
         return text, max(0, offset)
 
     # -- ask tab ---------------------------------------------------------------------
-    def respond(self, question, history, turns, k, mode, show_scores):
+    def respond(self, question, history, turns, k, mode, show_scores, use_llm=False):
         """Generator: show the question at once, then the answer with its source cards."""
         history = list(history or [])
         turns = dict(turns or {})
@@ -185,7 +187,21 @@ class App:
                              {"role": "assistant", "content": _status("正在查找相关条文……", "pending")}]
         yield history, turns, "", _status("正在查找……", "info")
         try:
-            result, note = self._ask(q, turns, int(k or self.settings.top_k), mode or self.settings.mode)
+            k, mode = int(k or self.settings.top_k), mode or self.settings.mode
+            if use_llm and self.llm_ready():
+                for partial in self._stream_llm(q, turns, k, mode):
+                    if isinstance(partial, str):  # tokens so far, not yet verified
+                        history[-1] = {"role": "assistant", "content": _status(partial + " ▌", "pending")}
+                        yield history, turns, "", _status("大模型正在撰写，完成后将逐句核对引用……", "info")
+                    else:
+                        result, note = partial
+            else:
+                result, note = self._ask(q, turns, k, mode)
+            llm = result.get("llm") or {}
+            if llm.get("used"):
+                note = (note + " " if note else "") + (
+                    f"（由大模型 {llm.get('model')} 撰写；{llm.get('supported')}/{llm.get('total')} 句已在资料中核实"
+                    + ("，无法核实的句子已标注" if llm.get("supported") != llm.get("total") else "") + "）")
             turn_id = uuid.uuid4().hex[:10]
             body = answer_html(result, turn_id, show_scores=bool(show_scores), full_sections=self.full_section,
                                note=note)
@@ -209,9 +225,39 @@ class App:
             status = _status(GENERIC_ERROR, "warn")
         yield history, turns, "", status
 
-    def _ask(self, q: str, turns: dict, k: int, mode: str):
+    def llm_ready(self) -> bool:
+        try:
+            return self.assistant().llm is not None
+        except Exception:
+            return False
+
+    def _stream_llm(self, q: str, turns: dict, k: int, mode: str):
+        """Yield the growing LLM text while it streams, then the final (result, note)."""
+        tokens: queue.Queue = queue.Queue()
+        box: dict = {}
+
+        def work():
+            try:
+                box["value"] = self._ask(q, turns, k, mode, use_llm=True, on_token=tokens.put)
+            except BaseException as e:  # re-raised in the generator, where respond handles it
+                box["error"] = e
+            finally:
+                tokens.put(None)
+
+        threading.Thread(target=work, daemon=True).start()
+        text, last = "", 0.0
+        while (tok := tokens.get()) is not None:
+            text += tok
+            if time.monotonic() - last > 0.15:
+                last = time.monotonic()
+                yield html.escape(text)
+        if "error" in box:
+            raise box["error"]
+        yield box["value"]
+
+    def _ask(self, q: str, turns: dict, k: int, mode: str, use_llm: bool = False, on_token=None):
         a = self.assistant()
-        result = a.ask(q, k=k, mode=mode)
+        result = a.ask(q, k=k, mode=mode, use_llm=use_llm, on_token=on_token)
         if result["refused"] and turns and len(q) <= FOLLOW_UP_MAX_CHARS and FOLLOW_UP.search(q):
             last = turns[max(turns, key=int)]
             if not last.get("refused"):
@@ -374,8 +420,13 @@ def build_app(settings: Settings) -> gr.Blocks:
                                       elem_id="top-k")
                     mode = gr.Radio(MODES, value=settings.mode, label="检索方式", elem_id="mode")
                     show_scores = gr.Checkbox(False, label="显示检索得分与置信度", elem_id="show-scores")
+                    llm_on = app.llm_ready()
+                    use_llm = gr.Checkbox(
+                        False, elem_id="use-llm", interactive=llm_on,
+                        label="由大模型撰写回答（引用逐句核对）" if llm_on
+                        else "由大模型撰写回答（未配置：设置 RAG_LLM_BASE_URL / RAG_LLM_MODEL 后可用）")
 
-                ask_inputs = [question, chatbot, turns, top_k, mode, show_scores]
+                ask_inputs = [question, chatbot, turns, top_k, mode, show_scores, use_llm]
                 ask_outputs = [chatbot, turns, question, status]
                 question.submit(app.respond, ask_inputs, ask_outputs, concurrency_id="ask")
                 send.click(app.respond, ask_inputs, ask_outputs, concurrency_id="ask")
