@@ -57,7 +57,7 @@ class Settings:
     refuse_below: float = 0.5
     # Rebuild limits
     max_file_bytes: int = 20 * 1024 * 1024
-    torch_threads: int = field(default_factory=lambda: int(os.environ.get("RAG_THREADS", "0")))
+    torch_threads: int = field(default_factory=lambda: int(os.environ.get("RAG_THREADS", "0")))  # 0 = 1 thread
 
     def with_(self, **changes) -> "Settings":
         changes = {k: v for k, v in changes.items() if v is not None}

@@ -65,8 +65,9 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
+        # One intra-op thread by default: a short query gains little from a second core, and two
+        # threads on a shared 2-core machine (a rebuild, another process) make latency explode.
+        torch.set_num_threads(settings.torch_threads or 1)
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         self.path = resolve_model_path(settings)
