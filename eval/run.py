@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(d / f"{n}.jsonl", "w", encoding="utf-8") as fh:
                 for q in questions:
                     fh.write(json.dumps(r["results"][q["id"]], ensure_ascii=False) + "\n")
-    command = "rag eval " + " ".join(argv or sys.argv[1:])
+    command = "rag eval " + " ".join(sys.argv[1:] if argv is None else argv)
     report = write_report(runs, questions, Path(args.out), Path(args.questions), command.strip())
     print(report.read_text(encoding="utf-8"))
     return 0
