@@ -71,7 +71,7 @@ def write_report(runs: dict, questions: list[dict], out_dir: Path, qfile: Path, 
             "fact_coverage", "refusal_unanswerable", "false_refusal", "citations_in_retrieved",
             "latency_p50_ms", "latency_p95_ms"]
     n_ans = sum(q["answerable"] for q in questions)
-    lines = [f"# Evaluation report", "",
+    lines = ["# Evaluation report", "",
              f"- questions: `{qfile}` ({len(questions)}: {n_ans} answerable, {len(questions) - n_ans} unanswerable)",
              f"- command: `{command}`", f"- date: {time.strftime('%Y-%m-%d %H:%M')}", "",
              "| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
