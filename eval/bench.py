@@ -53,29 +53,30 @@ _POLICY = _early_option(sys.argv[1:], "--omp-wait-policy", "inherit").upper()
 if _POLICY in ("PASSIVE", "ACTIVE"):
     os.environ["OMP_WAIT_POLICY"] = _POLICY
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import rag  # noqa: E402,F401  (whatever environment defaults the package sets apply to this process too)
+import rag  # noqa: F401  (whatever environment defaults the package sets apply to this process too)
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["MPLBACKEND"] = "Agg"
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shlex  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import dataclasses
+import gc
+import json
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 DIM_DEFAULT = 384
 QUICK_DOCS = ["laws/civil-code-tort-product-liability-excerpt.md",
@@ -136,7 +137,7 @@ def stats(ms: list[float]) -> dict:
     a = np.asarray(ms, dtype=np.float64)
     if not len(a):
         return {"n": 0, "p50": None, "p95": None, "mean": None}
-    return {"n": int(len(a)), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+    return {"n": len(a), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
             "mean": float(a.mean())}
 
 
@@ -162,14 +163,14 @@ def machine_info() -> dict:
     except (OSError, StopIteration):
         pass
     try:
-        nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+        nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
         nproc = str(len(os.sched_getaffinity(0)))
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True).stdout.strip()
+                                text=True, check=False).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True,
-                                    text=True).stdout.strip())
+                                    text=True, check=False).stdout.strip())
     except OSError:
         commit, dirty = "", False
     versions = {}
@@ -274,7 +275,7 @@ def bench_build(args, work: Path, settings_cls) -> dict:
     # Fresh process, like `rag index` after a content-free commit: interpreter + imports + rebuild.
     cmd = [sys.executable, "-m", "rag.cli", "index", "--corpus", str(corpus), "--index", str(index_dir)]
     t = time.perf_counter()
-    cli = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    cli = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     out["steps"]["unchanged"]["cli_wall_s"] = time.perf_counter() - t if cli.returncode == 0 else None
     log(f"`rag index` unchanged (fresh process): {out['steps']['unchanged']['cli_wall_s']}")
 
@@ -289,8 +290,8 @@ def bench_build(args, work: Path, settings_cls) -> dict:
     step("deleted")
     # A document never embedded before: the held-out text under another title (the title is part of every
     # chunk's embedded text), so neither the previous version nor an embedding cache has its vectors.
-    new_text = re.sub(r'^(title:\s*"?)', r"\1（基准测试新文档）", held_text, count=1, flags=re.M)
-    new_text = re.sub(r"^(# )", r"\1（基准测试新文档）", new_text, count=1, flags=re.M)
+    new_text = re.sub(r'^(title:\s*"?)', r"\1（基准测试新文档）", held_text, count=1, flags=re.MULTILINE)
+    new_text = re.sub(r"^(# )", r"\1（基准测试新文档）", new_text, count=1, flags=re.MULTILINE)
     new_path.write_text(new_text, encoding="utf-8")
     step("added")
     if has_cache:
@@ -566,7 +567,9 @@ def bench_scale(args, anchors: np.ndarray | None, dim: int, questions: list[dict
     import faiss
 
     try:  # the parameters rag/index.py builds its HNSW index with, where it has one
-        from rag.index import HNSW_EF_CONSTRUCTION as HNSW_EFC, HNSW_EF_SEARCH as HNSW_EFS, HNSW_M
+        from rag.index import HNSW_EF_CONSTRUCTION as HNSW_EFC
+        from rag.index import HNSW_EF_SEARCH as HNSW_EFS
+        from rag.index import HNSW_M
     except ImportError:
         HNSW_M, HNSW_EFC, HNSW_EFS = 32, 40, None
 
@@ -767,8 +770,8 @@ def build_tables(res: dict) -> tuple[list[str], list[str], list[dict]]:
              f"{f(un.get('cli_wall_s'), 2)} | {f(plain['cached_seconds'], 2)} | | | |")
     for key, label in (("edited", f"one document edited ({b['edit_doc']}, a sentence appended)"),
                        ("deleted", f"one document deleted ({b['held_doc']})"),
-                       ("added", f"one new document added (the deleted one under a new title: nothing cached)"),
-                       ("readded", f"deleted document put back (its vectors come from the embedding cache)")):
+                       ("added", "one new document added (the deleted one under a new title: nothing cached)"),
+                       ("readded", "deleted document put back (its vectors come from the embedding cache)")):
         r = steps.get(key)
         if r is None:
             continue
@@ -910,12 +913,12 @@ def write_report(res: dict, out_dir: Path) -> tuple[Path, str]:
         mem = f"{int(mem.split()[0]) / 2**20:.1f} GiB"
     lines = [
         "# Performance benchmark", "",
-        f"- command: `{res['command']}`",
+        f"- command: `{res['command'].strip()}`",
         f"- date: {res['date']}; total wall time {res['wall_s'] / 60:.1f} min",
         f"- machine: nproc {m['nproc']} ({m['cpu_model'] or 'unknown CPU'}), RAM {mem}, "
         f"{m['platform']}, Python {m['python']}",
-        f"- libraries: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
-        f"- threads: " + ", ".join(f"{k}={v}" for k, v in res["threads"].items()),
+        "- libraries: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "- threads: " + ", ".join(f"{k}={v}" for k, v in res["threads"].items()),
         f"- load average at start / end: {la0} / {la1}" +
         (" — **the CPU was shared with other processes during this run; latencies are upper bounds**" if busy else ""),
         "- 1-min load average after each phase: " + "; ".join(
