@@ -40,6 +40,23 @@ class Retrieval:
     query_tokens: list[str]
 
 
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, ties by index: the same as ``argsort(-s, stable)[:k]``.
+
+    argpartition + sorting only k items keeps this O(n) instead of O(n log n), which
+    is most of the retrieval time at a million chunks (eval/bench.py).
+    """
+    n = len(scores)
+    if k <= 0 or n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if k < n:
+        kth = np.partition(-scores, k - 1)[k - 1]  # the k-th largest score, negated
+        idx = np.flatnonzero(-scores <= kth)  # everything tied with it is kept, then ranked
+    else:
+        idx = np.arange(n)
+    return idx[np.lexsort((idx, -scores[idx]))][:k]
+
+
 def focus_question(question: str, min_len: int = 60) -> str | None:
     """The asking part of a long story ("……结果到手就碎了。商家不认，我该怎么办？").
 
@@ -117,14 +134,14 @@ class Retriever:
             else:  # passages and typical questions as two separate ranked lists
                 lists = [(dense, s.dense_weight), (dense_q, s.question_weight)]
             for scores, weight in lists:
-                for r, i in enumerate(np.argsort(-scores, kind="stable")[:cand]):
+                for r, i in enumerate(top_indices(scores, cand)):
                     if scores[i] > -1:
                         fused[i] += weight / (s.rrf_k + r + 1)
         if mode in ("hybrid", "keyword"):
-            for r, i in enumerate(np.argsort(-keyword, kind="stable")[:cand]):
+            for r, i in enumerate(top_indices(keyword, cand)):
                 if keyword[i] > 0:
                     fused[i] += s.keyword_weight / (s.rrf_k + r + 1)
-        top = [int(i) for i in np.argsort(-fused, kind="stable")[:k] if fused[i] > 0]
+        top = [int(i) for i in top_indices(fused, k) if fused[i] > 0]
         hits = [Hit(self.index.chunks[i], float(fused[i]), float(max(dense[i], 0)), float(keyword[i]), r + 1)
                 for r, i in enumerate(top)]
         return Retrieval(hits, self._confidence(dense, dense_q, keyword, tokens, top, mode, kw_index), tokens)

@@ -70,3 +70,14 @@ def test_single_modes_also_answer(assistant, mode):
 def test_empty_or_overlong_question_is_a_clear_error(assistant, q):
     with pytest.raises(QuestionError):
         assistant.ask(q)
+
+
+def test_top_indices_equals_a_stable_full_sort():
+    import numpy as np
+
+    from rag.retrieve import top_indices
+
+    rng = np.random.default_rng(0)
+    for n, k in [(1, 1), (10, 3), (1000, 50), (1000, 2000)]:
+        scores = rng.integers(0, 5, n).astype(np.float32)  # many ties
+        assert list(top_indices(scores, k)) == list(np.argsort(-scores, kind="stable")[:k])
