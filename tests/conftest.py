@@ -6,6 +6,7 @@ cores), so it is built once and copied where a test needs to change it.
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,31 @@ def write_corpus(root: Path, files: dict[str, str | bytes]) -> Path:
         else:
             p.write_text(content, encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """An empty knowledge-base folder with laws/ and guides/."""
+    root = tmp_path / "corpus"
+    (root / "laws").mkdir(parents=True)
+    (root / "guides").mkdir()
+    return root
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+@contextmanager
+def raises_naming(rel: str, *words: str):
+    """pytest.raises(DocumentError), plus: the message starts with the file's name and contains words."""
+    from rag.documents import DocumentError
+
+    with pytest.raises(DocumentError) as info:
+        yield info
+    msg = str(info.value)
+    assert msg.startswith(f"{rel}: "), msg
+    for w in words:
+        assert w in msg, msg

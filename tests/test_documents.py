@@ -1,38 +1,12 @@
 """Markdown / text loading: front matter, encodings, refusals with clear messages, discovery."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
+from conftest import raises_naming, write
 from rag.chunking import chunk_document
 from rag.documents import DocumentError, decode_bytes, discover, load_document, parse_front_matter
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    root = tmp_path / "corpus"
-    (root / "laws").mkdir(parents=True)
-    (root / "guides").mkdir()
-    return root
-
-
-def write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    return path
-
-
-@contextmanager
-def raises_naming(rel: str, *words: str):
-    """pytest.raises(DocumentError), plus: the message starts with the file's name and contains words."""
-    with pytest.raises(DocumentError) as info:
-        yield info
-    msg = str(info.value)
-    assert msg.startswith(f"{rel}: "), msg
-    for w in words:
-        assert w in msg, msg
 
 
 # --------------------------------------------------------------------------- front matter

@@ -9,15 +9,15 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import docx
 import pytest
 from pypdf import PdfReader, PdfWriter
 
+from conftest import raises_naming, write
 from rag.chunking import chunk_document
-from rag.documents import Document, DocumentError, discover, load_document
+from rag.documents import Document, discover, load_document
 from rag.formats import load_rich_document
 
 # --------------------------------------------------------------------------- helpers
@@ -91,22 +91,6 @@ LAW_PAGES = [
 ]
 
 
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    root = tmp_path / "corpus"
-    (root / "laws").mkdir(parents=True)
-    (root / "guides").mkdir()
-    return root
-
-
-def write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    path.write_bytes(data)
-    return path
-
-
 def assert_offsets(doc: Document, chunks) -> None:
     assert chunks
     for c in chunks:
@@ -119,17 +103,6 @@ def assert_offsets(doc: Document, chunks) -> None:
 
 def by_section(chunks) -> dict[str, object]:
     return {c.section: c for c in chunks}
-
-
-@contextmanager
-def raises_naming(rel: str, *words: str):
-    """pytest.raises(DocumentError), plus: the message starts with the file's name and contains words."""
-    with pytest.raises(DocumentError) as info:
-        yield info
-    msg = str(info.value)
-    assert msg.startswith(f"{rel}: "), msg
-    for w in words:
-        assert w in msg, msg
 
 
 # --------------------------------------------------------------------------- PDF
