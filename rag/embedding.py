@@ -7,7 +7,6 @@ local folder given by configuration. Nothing here ever contacts a model hub.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -117,7 +116,3 @@ def get_embedder(settings: Settings) -> Embedder:
 def _cached_embedder(settings: Settings) -> Embedder:
     return Embedder(settings)
 
-
-def model_info(path: Path) -> dict:
-    cfg = path / "config.json"
-    return json.loads(cfg.read_text()) if cfg.exists() else {}

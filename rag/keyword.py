@@ -58,9 +58,6 @@ class KeywordIndex:
         self.vocab: dict[str, int] = {}
         self.size = 0
 
-    def build(self, texts: list[str]) -> "KeywordIndex":
-        return self.build_from_tokens([tokenize(t, self.mode) for t in texts])
-
     def build_from_tokens(self, corpus: list[list[str]]) -> "KeywordIndex":
         corpus = [toks or ["∅"] for toks in corpus]
         self.bm25.index(corpus, show_progress=False)

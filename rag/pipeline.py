@@ -91,7 +91,7 @@ class Assistant:
         t2 = time.perf_counter()
         retrieval = retriever.retrieve(q, k=max(k, 10), mode=mode, query_vector=qvec)
         t3 = time.perf_counter()
-        answer_hits = type(retrieval)(retrieval.hits[:k], retrieval.confidence, retrieval.query_tokens)
+        answer_hits = dataclasses.replace(retrieval, hits=retrieval.hits[:k])
         answer: Answer = compose(q, answer_hits, self.settings.refuse_below, self.settings.max_answer_sentences)
         t4 = time.perf_counter()
         text = answer.text
