@@ -41,7 +41,7 @@ def run_config(name: str, overrides: dict | None, questions: list[dict], base: S
     if overrides is None:
         from .baseline import PlainPipeline
 
-        system = PlainPipeline(base, get_embedder(base))
+        system = PlainPipeline(base, get_embedder(base.with_(encoder="torch")))
         ask = lambda q: system.ask(q["question"], qid=q["id"])  # noqa: E731
     else:
         from rag.pipeline import Assistant

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .keyword import tokenize
 from .retrieve import Hit, Retrieval
@@ -88,8 +89,14 @@ def _weights(tokens: list[str]) -> dict[str, float]:
     return w
 
 
+@lru_cache(maxsize=50_000)
+def _sentence_tokens(sentence: str) -> frozenset[str]:
+    """Cache: the same corpus sentences come back query after query, and jieba is the composer's main cost."""
+    return frozenset(tokenize(sentence))
+
+
 def _overlap(sentence: str, weights: dict[str, float]) -> float:
-    toks = set(tokenize(sentence))
+    toks = _sentence_tokens(sentence)
     total = sum(weights.values()) or 1.0
     return sum(v for t, v in weights.items() if t in toks) / total
 
@@ -125,9 +132,10 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
         if len(text) <= whole:
             picked = units
         else:
-            ranked = sorted(units, key=lambda u: (_overlap(u.text, weights), -u.start), reverse=True)
+            overlap = {u.start: _overlap(u.text, weights) for u in units}
+            ranked = sorted(units, key=lambda u: (overlap[u.start], -u.start), reverse=True)
             take = max_sentences - 1 if i == 0 else 1
-            picked = [u for u in ranked[:take] if _overlap(u.text, weights) > 0] or [units[0]]
+            picked = [u for u in ranked[:take] if overlap[u.start] > 0] or [units[0]]
         picked = sorted(picked, key=lambda u: u.start)
         kept, used = [], 0
         for u in picked:

@@ -57,7 +57,9 @@ class Settings:
     refuse_below: float = 0.5
     # Rebuild limits
     max_file_bytes: int = 20 * 1024 * 1024
-    torch_threads: int = field(default_factory=lambda: int(os.environ.get("RAG_THREADS", "0")))  # 0 = 1 thread
+    # Encoder runtime: "auto" = ONNX Runtime when the model exports cleanly, else torch; "onnx" | "torch" force one.
+    encoder: str = field(default_factory=lambda: os.environ.get("RAG_ENCODER", "auto"))
+    threads: int = field(default_factory=lambda: int(os.environ.get("RAG_THREADS", "0")))  # 0 = onnx 2, torch 1
 
     def with_(self, **changes) -> "Settings":
         changes = {k: v for k, v in changes.items() if v is not None}

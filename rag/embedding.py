@@ -57,23 +57,43 @@ def model_id_for(settings: Settings) -> str:
 
 
 class Embedder:
-    """Wraps a SentenceTransformer with the query/passage prefixes the model expects."""
+    """The model behind the query/passage prefixes it expects, on ONNX Runtime or torch.
+
+    ``encoder="auto"`` uses ONNX Runtime when the model exports cleanly (see
+    rag/onnx_encoder.py) and falls back to sentence-transformers on torch otherwise.
+    """
 
     def __init__(self, settings: Settings):
-        import torch
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        # One intra-op thread by default: a short query gains little from a second core, and two
-        # threads on a shared 2-core machine (a rebuild, another process) make latency explode.
-        torch.set_num_threads(settings.torch_threads or 1)
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
         self.path = resolve_model_path(settings)
         self.model_id = model_id_for(settings)
         self.query_prefix = settings.query_prefix
         self.passage_prefix = settings.passage_prefix
         self.batch_size = settings.embed_batch_size
+        # Default threads: ONNX Runtime uses up to two, with spinning off (rag/onnx_encoder.py), so a busy
+        # second core costs it nothing extra; torch gets one, because its spinning OpenMP threads made
+        # latency explode on a shared 2-core machine (a rebuild, another process).
+        threads = settings.threads or min(2, os.cpu_count() or 1)
+        if settings.encoder not in ("auto", "onnx", "onnx-int8", "torch"):
+            raise ModelError(f"unknown encoder {settings.encoder!r} (auto | onnx | onnx-int8 | torch)")
+        self.backend = "torch"
+        if settings.encoder != "torch":
+            try:
+                from .onnx_encoder import OnnxEncoder
+
+                self._onnx = OnnxEncoder(self.path, settings.cache_dir, threads, int8=settings.encoder == "onnx-int8")
+                self.backend, self.dim = settings.encoder.replace("auto", "onnx"), self._onnx.dim
+                return
+            except Exception as exc:  # noqa: BLE001 - any export/runtime failure means: use torch
+                if settings.encoder != "auto":
+                    raise ModelError(f"ONNX encoder unavailable for {self.path}: {exc}") from exc
+                log.warning("ONNX encoder unavailable (%s); using sentence-transformers on torch", exc)
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        torch.set_num_threads(settings.threads or 1)
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
         self.model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
         self.dim = int(self.model.get_embedding_dimension())
 
@@ -102,6 +122,8 @@ class Embedder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.backend != "torch":
+            return self._onnx.encode(texts)
         vecs = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                  convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vecs, dtype=np.float32)

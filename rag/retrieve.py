@@ -84,8 +84,8 @@ class Retriever:
         focus = focus_question(question)
         if focus is None:
             return self.embedder.encode_queries([question])[0]
-        both = self.embedder.encode_queries([question, focus])
-        v = both[0] + both[1]
+        # Two calls, not one batch: batched, the short focus would be padded to the story's length.
+        v = self.embedder.encode_queries([question])[0] + self.embedder.encode_queries([focus])[0]
         return v / np.linalg.norm(v)
 
     def dense_scores(self, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -41,8 +41,79 @@ def test_vectors_are_normalized(embedder):
 
 
 def test_full_width_punctuation_is_not_unknown(embedder):
-    ids = embedder.model.tokenizer("退款？（急）")["input_ids"]
-    assert embedder.model.tokenizer.unk_token_id not in ids
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(embedder.path), local_files_only=True)
+    ids = tokenizer("退款？（急）")["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+
+
+def test_default_encoder_runs_on_onnx_runtime(embedder):
+    assert embedder.backend == "onnx"
+
+
+def test_onnx_and_torch_give_the_same_vectors(embedder):
+    torch_embedder = get_embedder(Settings().with_(encoder="torch"))
+    assert torch_embedder.backend == "torch"
+    for encode in ("encode_queries", "encode_passages"):
+        cos = (getattr(embedder, encode)(TEXTS) * getattr(torch_embedder, encode)(TEXTS)).sum(1)
+        assert cos.min() >= 0.9999, (encode, cos.min())
+
+
+def test_padding_in_a_batch_does_not_change_a_vector(embedder):
+    texts = ["退货", "消费者有权自收到商品之日起七日内退货，且无需说明理由。" * 10]
+    together = embedder.encode_passages(texts)
+    alone = np.vstack([embedder.encode_passages([t]) for t in texts])
+    assert ((together * alone).sum(1) >= 0.99999).all()
+
+
+def test_serving_does_not_load_torch(shipped_settings):
+    import subprocess
+    import sys
+
+    code = ("import sys; from rag.config import Settings; from rag.pipeline import Assistant; "
+            f"a = Assistant(Settings().with_(index_dir={str(shipped_settings.index_dir)!r})); "
+            "r = a.ask('网上买的衣服不喜欢能退吗'); "
+            "print(r['citations'][0]['source'], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split()[-1] == "False", out.stdout
+
+
+def _model_copy_with_pooling(embedder, tmp_path, pooling: dict):
+    import json
+    import shutil
+
+    other = tmp_path / "max-pooled"
+    shutil.copytree(embedder.path, other)
+    (other / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384, **pooling}))
+    return other
+
+
+def test_a_model_onnx_cannot_express_falls_back_to_torch(embedder, tmp_path):
+    from rag.embedding import Embedder
+
+    other = _model_copy_with_pooling(embedder, tmp_path, {"pooling_mode_max_tokens": True})
+    e = Embedder(Settings().with_(model=str(other), cache_dir=tmp_path / "cache"))
+    assert e.backend == "torch"
+    assert e.encode_queries(["退货"]).shape == (1, embedder.dim)
+
+
+def test_forcing_onnx_on_such_a_model_is_a_clear_error(embedder, tmp_path):
+    from rag.embedding import Embedder, ModelError
+
+    other = _model_copy_with_pooling(embedder, tmp_path, {"pooling_mode_max_tokens": True})
+    with pytest.raises(ModelError, match="ONNX"):
+        Embedder(Settings().with_(model=str(other), cache_dir=tmp_path / "cache", encoder="onnx"))
+
+
+def test_an_export_that_fails_its_check_is_discarded(embedder, tmp_path, monkeypatch):
+    from rag import onnx_encoder
+    from rag.embedding import Embedder
+
+    monkeypatch.setattr(onnx_encoder, "MIN_PROBE_COSINE", 1.01)  # no export can pass
+    e = Embedder(Settings().with_(model=str(embedder.path), cache_dir=tmp_path / "cache"))
+    assert e.backend == "torch"
+    assert not list((tmp_path / "cache" / "onnx").glob("*/model.onnx"))
 
 
 def test_progress_callback_reports_every_batch(embedder):
