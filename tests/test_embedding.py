@@ -129,8 +129,8 @@ def test_another_sentence_transformers_folder_works_by_configuration(embedder, t
 
     other = tmp_path / "my-model"
     shutil.copytree(embedder.path, other)
-    e = Embedder(Settings().with_(model=str(other), query_prefix="", passage_prefix=""))
-    assert e.model_id == str(other)
+    e = Embedder(Settings().with_(model=str(other), query_prefix="", passage_prefix="", cache_dir=tmp_path / "cache"))
+    assert e.model_id == str(other) and e.backend == "onnx"
     assert e.encode_queries(["退货"]).shape == (1, embedder.dim)
 
 
