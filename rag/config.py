@@ -46,9 +46,11 @@ class Settings:
     typical_questions: bool = True  # search corpus/typical_questions beside the text
     tq_fusion: str = "max"  # separate | max: how question vectors join the passage vectors
     question_weight: float = 1.0
-    # Vector index: exact (flat) below ann_min_vectors, HNSW above; "flat"/"hnsw" force one.
-    ann: str = "auto"
+    # Vector index: exact (flat) below ann_min_vectors, HNSW up to ann_ivf_min_vectors, IVF-Flat above;
+    # "flat" / "hnsw" / "ivf" force one (eval/bench.py measures all three at 10k–1M).
+    ann: str = field(default_factory=lambda: os.environ.get("RAG_ANN", "auto"))
     ann_min_vectors: int = 50_000
+    ann_ivf_min_vectors: int = 200_000
     # Answer composition
     max_answer_sentences: int = 4
     max_question_chars: int = 1000

@@ -42,6 +42,11 @@ KEYWORD_MODE = "jieba+bigram"
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
+# IVF-Flat above ann_ivf_min_vectors: HNSW's build grows to minutes there on two cores (estimated ~500 s at
+# 1M), while IVF trains on a 100k sample and builds 1M in about a minute. nprobe 48 is one step above the
+# smallest setting that reached recall@10 ≥ 0.95 at 100k and 1M in eval/bench.py (32), for margin.
+IVF_NPROBE = 48
+IVF_TRAIN_MAX = 100_000
 
 
 class IndexError_(RuntimeError):
@@ -124,17 +129,37 @@ def _load_chunks(path: Path) -> list[Chunk]:
         return [Chunk(**json.loads(line)) for line in fh if line.strip()]
 
 
-def choose_index_type(n: int, setting: str = "auto", ann_min: int = 50_000) -> str:
-    """Exact search up to ``ann_min`` vectors (it is both exact and fast there), HNSW above."""
-    if setting in ("flat", "hnsw"):
+def choose_index_type(n: int, setting: str = "auto", ann_min: int = 50_000, ivf_min: int = 200_000) -> str:
+    """Exact search up to ``ann_min`` vectors (it is both exact and fast there), HNSW up to ``ivf_min``, IVF above."""
+    if setting in ("flat", "hnsw", "ivf"):
         return setting
-    return "hnsw" if n >= ann_min else "flat"
+    if setting != "auto":
+        raise ValueError(f"unknown ann setting {setting!r} (auto | flat | hnsw | ivf)")
+    return "flat" if n < ann_min else "hnsw" if n < ivf_min else "ivf"
+
+
+def ivf_nlist(n: int) -> int:
+    """≈ 4·√n lists, a power of two, with at least 39 training points per list (faiss's minimum)."""
+    nlist = 2 ** int(round(np.log2(4 * np.sqrt(max(n, 1)))))
+    while nlist > 1 and nlist > n / 39:
+        nlist //= 2
+    return nlist
 
 
 def _make_faiss(vectors: np.ndarray, dim: int | None = None, kind: str = "flat"):
     import faiss
 
     d = dim or vectors.shape[1]
+    if kind == "ivf" and len(vectors) >= 39 * 64:
+        nlist = ivf_nlist(len(vectors))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.niter = 10
+        rng = np.random.default_rng(0)
+        sample = vectors if len(vectors) <= IVF_TRAIN_MAX else vectors[np.sort(rng.choice(len(vectors), IVF_TRAIN_MAX, replace=False))]
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+        index.add(vectors)
+        index.nprobe = IVF_NPROBE
+        return index
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -146,10 +171,15 @@ def _make_faiss(vectors: np.ndarray, dim: int | None = None, kind: str = "flat")
 
 
 def tune_search(index) -> None:
-    """HNSW's efSearch is not persisted by write_index; 128 keeps recall@10 ≥ 0.95 (eval/bench.py)."""
+    """Search-time knobs are set on load, not trusted from the file: the values eval/bench.py validated."""
+    import faiss
+
     hnsw = getattr(index, "hnsw", None)
     if hnsw is not None:
         hnsw.efSearch = HNSW_EF_SEARCH
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = IVF_NPROBE
 
 
 def collect_chunks(settings: Settings, strict: bool = False):
@@ -315,7 +345,7 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
         (tmp / "keys.json").write_text(json.dumps(keys))
         import faiss
 
-        kind = choose_index_type(len(entries), settings.ann, settings.ann_min_vectors)
+        kind = choose_index_type(len(entries), settings.ann, settings.ann_min_vectors, settings.ann_ivf_min_vectors)
         faiss.write_index(_make_faiss(vectors[: len(chunks)], dim, kind), str(tmp / "dense.faiss"))
         faiss.write_index(_make_faiss(vectors[len(chunks):], dim, kind), str(tmp / "questions.faiss"))
         token_cache = _previous_tokens(index_dir)

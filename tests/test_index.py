@@ -132,9 +132,42 @@ def test_index_type_is_chosen_by_size_and_can_be_forced():
     from rag.index import choose_index_type
 
     assert choose_index_type(1_000) == "flat"
-    assert choose_index_type(2_000_000) == "hnsw"
+    assert choose_index_type(100_000) == "hnsw"
+    assert choose_index_type(2_000_000) == "ivf"
     assert choose_index_type(10, "hnsw") == "hnsw"
+    assert choose_index_type(10, "ivf") == "ivf"
     assert choose_index_type(10**7, "flat") == "flat"
+
+
+def test_unknown_index_type_setting_is_an_error():
+    from rag.index import choose_index_type
+
+    with pytest.raises(ValueError, match="ivf"):
+        choose_index_type(10, "annoy")
+
+
+def test_ivf_index_survives_a_save_and_load_with_its_search_depth(tmp_path):
+    import faiss
+
+    from rag.index import IVF_NPROBE, _make_faiss, ivf_nlist, tune_search
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    faiss.write_index(_make_faiss(x, kind="ivf"), str(tmp_path / "ivf.faiss"))
+    index = faiss.read_index(str(tmp_path / "ivf.faiss"))
+    tune_search(index)
+    ivf = faiss.extract_index_ivf(index)
+    assert ivf.nlist == ivf_nlist(6000) and ivf.nprobe == IVF_NPROBE
+    _, ids = index.search(x[:50], 1)
+    assert (ids[:, 0] == np.arange(50)).all()
+
+
+def test_too_few_vectors_for_ivf_fall_back_to_exact_search():
+    from rag.index import _make_faiss
+
+    x = np.eye(8, dtype=np.float32)
+    assert type(_make_faiss(x, kind="ivf")).__name__ == "IndexFlatIP"
 
 
 def test_forced_hnsw_index_builds_loads_and_finds_the_same_top_hit(small):
