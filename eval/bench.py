@@ -325,7 +325,7 @@ def bench_build(args, work: Path, settings_cls) -> dict:
     log(f"plain cold: {total:.2f}s ({len(plain.passages)} chunks); same corpus again (its vector cache hits): "
         f"{out['plain']['cached_seconds']:.2f}s")
     # The plain pipeline with our encoder: separates the runtime's share of the speed-up from the rest.
-    out.update(embedder=embedder, plain_pipeline=plain, plain_onnx=PlainPipeline(ps, embedder),
+    out.update(embedder=embedder, plain_pipeline=plain, plain_onnx_pipeline=PlainPipeline(ps, embedder),
                plain_cache=plain_cache, corpus_dir=corpus,
                index_dir=index_dir)
     return out
@@ -337,7 +337,7 @@ def bench_queries(build: dict, questions: list[dict]) -> dict:
     from rag.pipeline import Assistant
 
     assistant = Assistant(build["settings"], embedder=build["embedder"])
-    plain, plain_onnx = build["plain_pipeline"], build["plain_onnx"]
+    plain, plain_onnx = build["plain_pipeline"], build["plain_onnx_pipeline"]
     texts = [q["question"] for q in questions]
     for q in texts[:3]:  # warm-up, not timed
         assistant.ask(q)
@@ -587,9 +587,9 @@ def bench_scale(args, anchors: np.ndarray | None, dim: int, questions: list[dict
     except ImportError:
         HNSW_M, HNSW_EFC, HNSW_EFS = 32, 40, None
     try:  # and its IVF settings (ann=auto picks IVF for large corpora)
-        from rag.index import IVF_NPROBE, ivf_nlist
+        from rag.index import IVF_NPROBE, ivf_nlist, ivf_train_size
     except ImportError:
-        IVF_NPROBE, ivf_nlist = None, None
+        IVF_NPROBE, ivf_nlist, ivf_train_size = None, None, lambda n, nlist: min(n, 100_000)
 
     from rag.keyword import KeywordIndex, tokenize
     from rag.lexicon import expand_query
@@ -651,7 +651,8 @@ def bench_scale(args, anchors: np.ndarray | None, dim: int, questions: list[dict
             nlist = 2 ** int(round(np.log2(4 * np.sqrt(n))))
             while nlist > n / 39:
                 nlist //= 2
-        train = x[rng.choice(n, size=min(n, 100_000), replace=False)] if n > 100_000 else x
+        n_train = ivf_train_size(n, nlist)
+        train = x[rng.choice(n, size=n_train, replace=False)] if n > n_train else x
         t = time.perf_counter()
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.cp.niter = 10
@@ -678,7 +679,7 @@ def bench_scale(args, anchors: np.ndarray | None, dim: int, questions: list[dict
         lat = stats(single_latency(ivf, q[:n_lat]))
         hyb = stats(hybrid_latency(ivf, ki, n, texts[:n_hyb], q))
         rows.append({"n": n, "index": "FAISS IVF-Flat", "kind": "ivf",
-                     "params": f"nlist={nlist}, nprobe={chosen['nprobe']}, train {min(n, 100_000):,} pts",
+                     "params": f"nlist={nlist}, nprobe={chosen['nprobe']}, train {n_train:,} pts",
                      "build_s": ivf_build, "train_s": train_s, "size_mb": faiss_bytes(ivf) / 2**20, "lat": lat,
                      "recall": chosen["recall"], "curve": curve, "hybrid": hyb})
         log(f"  IVF nlist {nlist} build {ivf_build:.1f}s nprobe {chosen['nprobe']} recall {chosen['recall']:.3f} "
@@ -1012,7 +1013,7 @@ def write_report(res: dict, out_dir: Path) -> tuple[Path, str]:
 
 def _jsonable(o):
     if isinstance(o, dict):
-        return {k: _jsonable(v) for k, v in o.items() if k not in ("settings", "embedder", "plain_pipeline", "plain_onnx")}
+        return {k: _jsonable(v) for k, v in o.items() if k not in ("settings", "embedder", "plain_pipeline", "plain_onnx_pipeline")}
     if isinstance(o, (list, tuple)):
         return [_jsonable(v) for v in o]
     if isinstance(o, Path):
@@ -1098,7 +1099,7 @@ def main(argv=None) -> int:
             vec_file = np.load(cur / "vectors.npy")
         res["dim"] = int(build["embedder"].dim) if build.get("embedder") is not None else DIM_DEFAULT
         res["build"] = build
-        del build["plain_pipeline"], build["plain_onnx"]
+        del build["plain_pipeline"], build["plain_onnx_pipeline"]
         gc.collect()
         res["scale_queries"] = "100 (50 at 1M)"
         res["scale"] = [] if args.skip_scale else bench_scale(args, vec_file, res["dim"], questions)

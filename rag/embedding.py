@@ -69,9 +69,9 @@ class Embedder:
         self.query_prefix = settings.query_prefix
         self.passage_prefix = settings.passage_prefix
         self.batch_size = settings.embed_batch_size
-        # Default threads: ONNX Runtime uses up to two, with spinning off (rag/onnx_encoder.py), so a busy
-        # second core costs it nothing extra; torch gets one, because its spinning OpenMP threads made
-        # latency explode on a shared 2-core machine (a rebuild, another process).
+        # Default threads: ONNX Runtime uses up to two, spinning only while a query runs (rag/onnx_encoder.py);
+        # torch gets one, because its OpenMP threads kept spinning between queries and made latency
+        # explode on a shared 2-core machine (a rebuild, another process).
         threads = settings.threads or min(2, os.cpu_count() or 1)
         if settings.encoder not in ("auto", "onnx", "onnx-int8", "torch"):
             raise ModelError(f"unknown encoder {settings.encoder!r} (auto | onnx | onnx-int8 | torch)")

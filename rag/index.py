@@ -46,7 +46,11 @@ HNSW_EF_SEARCH = 128
 # 1M), while IVF trains on a 100k sample and builds 1M in about a minute. nprobe 48 is one step above the
 # smallest setting that reached recall@10 ≥ 0.95 at 100k and 1M in eval/bench.py (32), for margin.
 IVF_NPROBE = 48
-IVF_TRAIN_MAX = 100_000
+
+
+def ivf_train_size(n: int, nlist: int) -> int:
+    """At least 40 points per list (below 39 faiss warns), at least 100k, at most all vectors."""
+    return min(n, max(100_000, 40 * nlist))
 
 
 class IndexError_(RuntimeError):
@@ -155,7 +159,8 @@ def _make_faiss(vectors: np.ndarray, dim: int | None = None, kind: str = "flat")
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.niter = 10
         rng = np.random.default_rng(0)
-        sample = vectors if len(vectors) <= IVF_TRAIN_MAX else vectors[np.sort(rng.choice(len(vectors), IVF_TRAIN_MAX, replace=False))]
+        size = ivf_train_size(len(vectors), nlist)
+        sample = vectors if size == len(vectors) else vectors[np.sort(rng.choice(len(vectors), size, replace=False))]
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         index.add(vectors)
         index.nprobe = IVF_NPROBE
