@@ -43,6 +43,7 @@ class Settings:
     dense_weight: float = 1.0
     keyword_weight: float = 1.0
     expand_query: bool = True
+    expansion_weight: float = field(default_factory=lambda: float(os.environ.get("RAG_EXPANSION_WEIGHT", "0.5")))
     typical_questions: bool = True  # search corpus/typical_questions beside the text
     tq_fusion: str = "max"  # separate | max: how question vectors join the passage vectors
     question_weight: float = 1.0

@@ -124,7 +124,14 @@ class Retriever:
             if not s.typical_questions:
                 dense_q[:] = -1.0
         kw_index = self.index.keyword_q if s.typical_questions else self.index.keyword
-        keyword = kw_index.scores(tokens) if mode in ("hybrid", "keyword") else np.zeros(n, np.float32)
+        keyword = np.zeros(n, np.float32)
+        if mode in ("hybrid", "keyword"):
+            # The shopper's own words count fully, the lexicon's legal terms as hints: otherwise a few generic
+            # expansions (商家 → 经营者 销售者, 淘宝 → 电子商务平台经营者) outvote the distinctive words asked.
+            added = expanded[len(question):]
+            keyword = kw_index.scores(tokenize(question))
+            if added.strip() and s.expansion_weight:
+                keyword = keyword + np.float32(s.expansion_weight) * kw_index.scores(tokenize(added))
 
         cand = min(s.candidates, n)
         fused = np.zeros(n, dtype=np.float64)

@@ -81,3 +81,34 @@ def test_top_indices_equals_a_stable_full_sort():
     for n, k in [(1, 1), (10, 3), (1000, 50), (1000, 2000)]:
         scores = rng.integers(0, 5, n).astype(np.float32)  # many ties
         assert list(top_indices(scores, k)) == list(np.argsort(-scores, kind="stable")[:k])
+
+
+def test_shoppers_own_words_outweigh_the_lexicons_legal_hints(assistant):
+    # 淘宝 / 碎 are in the guide; the lexicon adds 经营者, 电子商务平台经营者 … which many law articles repeat.
+    r = assistant.ask("淘宝买的杯子到手就碎了，商家不认怎么办？", mode="keyword")
+    assert r["retrieved"][0]["source"] == "guides/taobao-damaged-goods-claims-guide.md", sources(r)
+
+
+@pytest.fixture(scope="module")
+def two_article_kb(tmp_path_factory):
+    from conftest import write_corpus
+    from rag.config import Settings
+    from rag.index import build_index
+
+    root = tmp_path_factory.mktemp("kb")
+    write_corpus(root / "corpus", {"laws/mini.md": (
+        "---\ntitle: 迷你法\nkind: law\n---\n# 迷你法\n\n"
+        "第一条 消费者退货的，商品退回所产生的运费由消费者承担。\n\n"
+        "第二条 本法自公布之日起施行，解释权归起草单位。\n")})
+    s = Settings().with_(corpus_dir=root / "corpus", index_dir=root / "index")
+    build_index(s)
+    return s
+
+
+@pytest.mark.parametrize("weight, found", [(0.5, True), (0.0, False)])
+def test_lexicon_hints_reach_the_legal_term(two_article_kb, weight, found):
+    from rag.pipeline import Assistant
+
+    # The statute says 运费, the shopper 邮费: only the lexicon's hint connects them.
+    r = Assistant(two_article_kb.with_(expansion_weight=weight)).ask("邮费谁出", mode="keyword")
+    assert any("运费" in p["text"] for p in r["retrieved"]) is found, sources(r)
