@@ -73,15 +73,15 @@ class Embedder:
         # torch gets one, because its OpenMP threads kept spinning between queries and made latency
         # explode on a shared 2-core machine (a rebuild, another process).
         threads = settings.threads or min(2, os.cpu_count() or 1)
-        if settings.encoder not in ("auto", "onnx", "onnx-int8", "torch"):
-            raise ModelError(f"unknown encoder {settings.encoder!r} (auto | onnx | onnx-int8 | torch)")
+        if settings.encoder not in ("auto", "onnx", "torch"):
+            raise ModelError(f"unknown encoder {settings.encoder!r} (auto | onnx | torch)")
         self.backend = "torch"
         if settings.encoder != "torch":
             try:
                 from .onnx_encoder import OnnxEncoder
 
-                self._onnx = OnnxEncoder(self.path, settings.cache_dir, threads, int8=settings.encoder == "onnx-int8")
-                self.backend, self.dim = settings.encoder.replace("auto", "onnx"), self._onnx.dim
+                self._onnx = OnnxEncoder(self.path, settings.cache_dir, threads)
+                self.backend, self.dim = "onnx", self._onnx.dim
                 return
             except Exception as exc:  # noqa: BLE001 - any export/runtime failure means: use torch
                 if settings.encoder != "auto":

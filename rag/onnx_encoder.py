@@ -21,7 +21,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 # Probe texts for the export check: one token, CJK, mixed scripts, and a long passage (padding in a batch).
 PROBES = ["你", "query: 网上买的衣服不喜欢能退吗", "passage: 消费者有权自收到商品之日起七日内退货，且无需说明理由。" * 8,
           "query: refund 多久到账～（急）ＡＢＣ１２３"]
@@ -71,7 +71,8 @@ def export(model_path: Path, out: Path) -> Path:
 
     pooling, _ = _pooling(model_path)
     hf_logging.set_verbosity_error()
-    model = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
+    # Eager attention traces to plain MatMul/Softmax, which ONNX Runtime's transformer optimizer can fuse.
+    model = AutoModel.from_pretrained(str(model_path), local_files_only=True, attn_implementation="eager").eval()
 
     class Encoder(torch.nn.Module):
         def __init__(self, m):
@@ -105,15 +106,25 @@ def export(model_path: Path, out: Path) -> Path:
             opset_version=17, dynamo=False,
         )
     try:
-        onnx.save_model(onnx.load(str(traced)), str(tmp), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=out.name + ".data", size_threshold=1024)
+        # The fused graph first; the plain trace if fusion is impossible or does not match torch.
+        errors = []
+        for graph in (_fused(traced, model.config), onnx.load(str(traced))):
+            if graph is None:
+                continue
+            for f in (tmp, tmp.with_name(out.name + ".data")):
+                f.unlink(missing_ok=True)
+            onnx.save_model(graph, str(tmp), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location=out.name + ".data", size_threshold=1024)
+            got = _session(tmp, 1).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            # Also one text alone: a trace that baked in the probe batch's shape would fail here.
+            alone = _session(tmp, 1).run(None, dict(zip(("input_ids", "attention_mask"), _batch(tokenizer, PROBES[:1]))))[0]
+            cos = np.append((got * expected).sum(1), float(alone[0] @ expected[0]))
+            if cos.min() >= MIN_PROBE_COSINE:
+                break
+            errors.append(f"min cosine {cos.min():.6f}")
+        else:
+            raise ExportError(f"ONNX export differs from torch ({'; '.join(errors)})")
         traced.unlink()
-        got = _session(tmp, 1).run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        # Also one text alone: a trace that baked in the probe batch's shape would fail here.
-        alone = _session(tmp, 1).run(None, dict(zip(("input_ids", "attention_mask"), _batch(tokenizer, PROBES[:1]))))[0]
-        cos = np.append((got * expected).sum(1), float(alone[0] @ expected[0]))
-        if cos.min() < MIN_PROBE_COSINE:
-            raise ExportError(f"ONNX export differs from torch (min cosine {cos.min():.6f})")
         try:
             os.replace(tmp_dir, out.parent)
         except OSError:
@@ -124,26 +135,23 @@ def export(model_path: Path, out: Path) -> Path:
     return out
 
 
-def quantize(fp32: Path) -> Path:
-    """int8 weights for the matrix products (dynamic activations); the export check's probe bound does not apply."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def _fused(traced: Path, config):
+    """ONNX Runtime's transformer fusions (attention, skip-layernorm, bias-gelu, embedding-layernorm).
 
-    out = fp32.with_name("model-int8.onnx")
-    if out.exists():
-        return out
-    tmp = fp32.with_name(f"int8.{os.getpid()}.tmp.onnx")
+    About 15 % faster per query on two cores (p50 15.2 → 12.8 ms, p95 51.6 → 45.5 ms on the 253 dev
+    questions, measured interleaved). None when the optimizer does not apply to this architecture.
+    """
     try:
-        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], use_external_data_format=True,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        # The data file is named after tmp inside tmp; re-save under the final names.
-        onnx.save_model(onnx.load(str(tmp)), str(out), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=out.name + ".data", size_threshold=1024)
-    finally:
-        for f in fp32.parent.glob(f"int8.{os.getpid()}.tmp.onnx*"):
-            f.unlink()
-    return out
+        from onnxruntime.transformers import optimizer
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optimizer.optimize_model(str(traced), model_type="bert", opt_level=0,
+                                            num_heads=int(config.num_attention_heads),
+                                            hidden_size=int(config.hidden_size)).model
+    except Exception as exc:  # noqa: BLE001 - any failure means: keep the plain trace
+        log.info("transformer fusion not applied (%s)", exc)
+        return None
 
 
 def load_tokenizer(model_path: Path, max_len: int):
@@ -185,13 +193,13 @@ def _session(path: Path, threads: int):
 class OnnxEncoder:
     """``encode(texts)`` → L2-normalised float32 vectors; texts already carry their prefix."""
 
-    def __init__(self, model_path: Path, cache_dir: Path, threads: int, int8: bool = False):
+    def __init__(self, model_path: Path, cache_dir: Path, threads: int):
         _, max_len = _pooling(model_path)
         path = export_path(model_path, cache_dir)
         if not path.exists():
             log.info("exporting %s to ONNX at %s (one-off, ~20 s)", model_path, path)
             export(model_path, path)
-        self.path = quantize(path) if int8 else path
+        self.path = path
         self.tokenizer = load_tokenizer(model_path, max_len)
         self.session = _session(self.path, threads)
         width = self.session.get_outputs()[0].shape[-1]

@@ -52,6 +52,13 @@ def test_default_encoder_runs_on_onnx_runtime(embedder):
     assert embedder.backend == "onnx"
 
 
+def test_default_export_uses_fused_attention(embedder):
+    import onnx
+
+    graph = onnx.load(str(embedder._onnx.path), load_external_data=False).graph
+    assert sum(n.op_type == "Attention" for n in graph.node) == 12  # one per layer of e5-small
+
+
 def test_onnx_and_torch_give_the_same_vectors(embedder):
     torch_embedder = get_embedder(Settings().with_(encoder="torch"))
     assert torch_embedder.backend == "torch"
