@@ -98,21 +98,28 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def pin_threads(n: int | None) -> dict:
-    """Pin torch/faiss to n threads (None: leave the libraries' and rag's own defaults) and describe the result."""
-    import faiss
-    import torch
+def pin_threads(n: int | None, torch_too: bool = True) -> dict:
+    """Pin torch/faiss to n threads (None: leave the libraries' and rag's own defaults) and describe the result.
 
+    ``torch_too=False`` leaves torch unimported: our serving process never loads it, and importing it
+    here would add its libraries to the RSS and start-up time being measured.
+    """
+    import faiss
+
+    torch = None
+    if torch_too or "torch" in sys.modules:
+        import torch
     if n is not None:
-        torch.set_num_threads(n)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:  # already set (parallel work ran before)
-            pass
+        if torch is not None:
+            torch.set_num_threads(n)
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:  # already set (parallel work ran before)
+                pass
         faiss.omp_set_num_threads(n)
     return {"threads": n if n is not None else "not pinned", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp default)"),
-            "torch.get_num_threads": torch.get_num_threads(),
-            "torch.get_num_interop_threads": torch.get_num_interop_threads(),
+            "torch.get_num_threads": torch.get_num_threads() if torch is not None else "torch not loaded",
+            "torch.get_num_interop_threads": torch.get_num_interop_threads() if torch is not None else "torch not loaded",
             "faiss.omp_get_max_threads": faiss.omp_get_max_threads(),
             **{v: os.environ.get(v) for v in THREAD_ENV}}
 
@@ -415,7 +422,7 @@ def run_child(kind: str, build: dict, qfile: Path, limit: int, timeout: float, n
 
 
 def child_main(args) -> int:
-    threads = pin_threads(None if args.no_pin else args.threads)
+    threads = pin_threads(None if args.no_pin else args.threads, torch_too=args.child == "plain")
     from eval.run import load_questions
     from rag.config import Settings
     from rag.embedding import get_embedder
@@ -437,7 +444,7 @@ def child_main(args) -> int:
         ask = system.ask
     t_ready = time.time()
     if args.no_pin:
-        threads = pin_threads(None)  # as the loaded system left them
+        threads = pin_threads(None, torch_too=args.child == "plain")  # as the loaded system left them
     print("READY", flush=True)
     ask(questions[0]["question"])
     t_first = time.time()
@@ -858,7 +865,8 @@ def build_tables(res: dict) -> tuple[list[str], list[str], list[dict]]:
     cpv = ch.get("ours_unpinned")
     if cpv:
         th = cpv["threads"]
-        L.append(f"| serve | same, ours unpinned (rag's defaults: torch {th.get('torch.get_num_threads')} thread(s), "
+        L.append(f"| serve | same, ours unpinned (rag's defaults: encoder threads {th.get('RAG_THREADS') or 'default'}, "
+                 f"torch {th.get('torch.get_num_threads')}, "
                  f"faiss {th.get('faiss.omp_get_max_threads')}, OMP_WAIT_POLICY={th.get('OMP_WAIT_POLICY')}): "
                  f"p50 / p95 ms; peak RSS MB; first answer s | "
                  f"{f(cpv['latency']['p50'])} / {f(cpv['latency']['p95'])}; {f(cpv['VmHWM'], 0)}; "

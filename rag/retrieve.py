@@ -114,7 +114,8 @@ class Retriever:
         mode = mode or s.mode
         n = len(self.index.chunks)
         expanded = expand_query(question) if s.expand_query else question
-        tokens = tokenize(expanded)
+        asked, added = tokenize(question), tokenize(expanded[len(question):])
+        tokens = asked + added
         dense = np.full(n, -1.0, dtype=np.float32)
         dense_q = np.full(n, -1.0, dtype=np.float32)
         if mode in ("hybrid", "dense"):
@@ -128,10 +129,9 @@ class Retriever:
         if mode in ("hybrid", "keyword"):
             # The shopper's own words count fully, the lexicon's legal terms as hints: otherwise a few generic
             # expansions (商家 → 经营者 销售者, 淘宝 → 电子商务平台经营者) outvote the distinctive words asked.
-            added = expanded[len(question):]
-            keyword = kw_index.scores(tokenize(question))
-            if added.strip() and s.expansion_weight:
-                keyword = keyword + np.float32(s.expansion_weight) * kw_index.scores(tokenize(added))
+            keyword = kw_index.scores(asked)
+            if added and s.expansion_weight:
+                keyword = keyword + np.float32(s.expansion_weight) * kw_index.scores(added)
 
         cand = min(s.candidates, n)
         fused = np.zeros(n, dtype=np.float64)
