@@ -107,6 +107,18 @@ def test_delete_refuses_paths_outside_corpus(tmp_path):
 # The app in a browser
 # ---------------------------------------------------------------------------------------------
 
+def test_starting_the_app_answers_a_warm_up_question(shipped_settings):
+    import subprocess
+    import sys
+
+    # jieba's dictionary and the encoder load at start, not on the first shopper's question.
+    code = ("import jieba; from rag.config import Settings; from ui.app import build_app; "
+            f"demo = build_app(Settings().with_(index_dir={str(shipped_settings.index_dir)!r})); "
+            "print(jieba.dt.initialized, demo.rag_app._assistant is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=True)
+    assert out.stdout.split()[-2:] == ["True", "True"], out.stdout + out.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
