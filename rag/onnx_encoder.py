@@ -1,9 +1,9 @@
 """The sentence-transformers model exported once to ONNX and run on ONNX Runtime.
 
-Why: a shopper's question is ~25 tokens, and for inputs that small torch spends
-more time in Python and dispatch than in arithmetic. The same weights on ONNX
-Runtime embed a query in about half the time, and import and load faster (no
-torch in the serving process). The export is checked against torch on probe
+Why: the query embedding was ~90 % of a question's time. The same weights on
+ONNX Runtime, with its fused attention and layer-norm kernels, embed a dev
+question in about a quarter of torch's time (p50 52 → 13 ms on two cores,
+eval/bench.py), and the serving process imports and loads faster (no torch). The export is checked against torch on probe
 texts before it is used, so vectors stay interchangeable with those already in
 an index (same model id, cosine ≥ 0.9999).
 """
@@ -183,7 +183,8 @@ def _session(path: Path, threads: int):
     # Worker threads spin while a query runs (waking sleeping ones between its ~200 operators costs a third of
     # the time on two cores) but stop when it ends, so an idle server leaves the other core to a rebuild.
     # Measured on 2 cores, 253 dev questions, p50/p95 ms: spin + stop 13.9/35.6, no spin 20.6/46.6, one
-    # thread 22.3/63.2; with a busy-loop on the other core 25.4/74.2, 21.6/51.5, 22.2/61.2 (RAG_THREADS=1).
+    # thread 22.3/63.2; with a busy-loop on the other core 25.4/74.2, 21.6/51.5, 22.2/61.2 (one thread is
+    # RAG_THREADS=1, the choice for a machine that is always busy).
     so.add_session_config_entry("session.intra_op.allow_spinning", "1")
     so.add_session_config_entry("session.force_spinning_stop", "1")
     so.log_severity_level = 3
@@ -197,7 +198,7 @@ class OnnxEncoder:
         _, max_len = _pooling(model_path)
         path = export_path(model_path, cache_dir)
         if not path.exists():
-            log.info("exporting %s to ONNX at %s (one-off, ~20 s)", model_path, path)
+            log.info("exporting %s to ONNX at %s (one-off, ~40 s)", model_path, path)
             export(model_path, path)
         self.path = path
         self.tokenizer = load_tokenizer(model_path, max_len)
