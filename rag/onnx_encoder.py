@@ -125,14 +125,30 @@ def export(model_path: Path, out: Path) -> Path:
         else:
             raise ExportError(f"ONNX export differs from torch ({'; '.join(errors)})")
         traced.unlink()
+        (tmp_dir / "source.json").write_text(json.dumps({"model_path": str(model_path.resolve())}), encoding="utf-8")
         try:
             os.replace(tmp_dir, out.parent)
         except OSError:
             if not out.exists():  # else another process finished the same export first
                 raise
+        _remove_stale_exports(model_path, out.parent)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return out
+
+
+def _remove_stale_exports(model_path: Path, keep: Path) -> None:
+    """Earlier exports of the same model folder (older weights or EXPORT_VERSION): ~470 MB each."""
+    source = str(model_path.resolve())
+    for other in keep.parent.glob(f"{model_path.name}-*"):
+        marker = other / "source.json"
+        if other == keep or other.name.endswith(".tmp") or not marker.exists():
+            continue
+        try:
+            if json.loads(marker.read_text(encoding="utf-8")).get("model_path") == source:
+                shutil.rmtree(other, ignore_errors=True)
+        except (OSError, ValueError):
+            continue
 
 
 def _fused(traced: Path, config):

@@ -113,6 +113,22 @@ def test_forcing_onnx_on_such_a_model_is_a_clear_error(embedder, tmp_path):
         Embedder(Settings().with_(model=str(other), cache_dir=tmp_path / "cache", encoder="onnx"))
 
 
+def test_a_new_export_replaces_the_stale_one_of_the_same_model(embedder, tmp_path):
+    import json
+
+    from rag.embedding import Embedder
+
+    onnx_dir = tmp_path / "cache" / "onnx"
+    stale = onnx_dir / f"{embedder.path.name}-oldkey"  # e.g. an earlier EXPORT_VERSION
+    namesake = onnx_dir / f"{embedder.path.name}-otherkey"  # another folder with the same name
+    for d, src in ((stale, embedder.path), (namesake, tmp_path / "elsewhere" / embedder.path.name)):
+        d.mkdir(parents=True)
+        (d / "source.json").write_text(json.dumps({"model_path": str(src.resolve())}))
+    e = Embedder(Settings().with_(model=str(embedder.path), cache_dir=tmp_path / "cache"))
+    assert e.backend == "onnx" and e._onnx.path.parent.parent == onnx_dir
+    assert not stale.exists() and namesake.exists()
+
+
 def test_an_export_that_fails_its_check_is_discarded(embedder, tmp_path, monkeypatch):
     from rag import onnx_encoder
     from rag.embedding import Embedder
