@@ -17,6 +17,13 @@ from rag.config import Settings
 from rag.documents import discover, load_document
 
 
+def plain_embedder(settings: Settings):
+    """The plain pipeline runs the model the usual way: sentence-transformers on torch."""
+    from rag.embedding import get_embedder
+
+    return get_embedder(settings.with_(encoder="torch"))
+
+
 class PlainPipeline:
     def __init__(self, settings: Settings, embedder, chunk_size: int = 500, overlap: int = 50):
         import faiss

@@ -236,7 +236,7 @@ class TimedEmbedder:
 # ----------------------------------------------------------------------------- 1. index build
 
 def bench_build(args, work: Path, settings_cls) -> dict:
-    from eval.baseline import PlainPipeline
+    from eval.baseline import PlainPipeline, plain_embedder
     from rag.embedding import get_embedder
     from rag.index import build_index
 
@@ -315,17 +315,17 @@ def bench_build(args, work: Path, settings_cls) -> dict:
     ps = s.with_(cache_dir=plain_cache)
     t = time.perf_counter()
     # Plain runs the model the usual way (sentence-transformers on torch); ours runs it on ONNX Runtime.
-    plain_embedder = get_embedder(s.with_(encoder="torch"))
-    out["plain_encoder"] = plain_embedder.backend
+    plain_model = plain_embedder(s)
+    out["plain_encoder"] = plain_model.backend
     total_load = time.perf_counter() - t
     t = time.perf_counter()
-    plain = PlainPipeline(ps, plain_embedder)
+    plain = PlainPipeline(ps, plain_model)
     total = time.perf_counter() - t
     chars = sum(len(p["text"]) for p in plain.passages)
     out["plain"] = {"cold_seconds": total, "embed_seconds": plain.build_seconds, "chunks": len(plain.passages),
                     "embed_chars": chars, "chunks_per_s": len(plain.passages) / plain.build_seconds}
     t = time.perf_counter()
-    PlainPipeline(ps, plain_embedder)
+    PlainPipeline(ps, plain_model)
     out["plain"]["cached_seconds"] = time.perf_counter() - t
     out["plain"]["model_load_s"] = total_load
     out["encoder"] = embedder.backend
@@ -425,7 +425,6 @@ def child_main(args) -> int:
     threads = pin_threads(None if args.no_pin else args.threads, torch_too=args.child == "plain")
     from eval.run import load_questions
     from rag.config import Settings
-    from rag.embedding import get_embedder
 
     s = Settings().with_(corpus_dir=args.corpus, index_dir=args.index)
     if not args.no_pin:
@@ -438,9 +437,9 @@ def child_main(args) -> int:
         system = Assistant(s)
         ask = system.ask
     else:
-        from eval.baseline import PlainPipeline
+        from eval.baseline import PlainPipeline, plain_embedder
 
-        system = PlainPipeline(s.with_(cache_dir=args.plain_cache), get_embedder(s.with_(encoder="torch")))
+        system = PlainPipeline(s.with_(cache_dir=args.plain_cache), plain_embedder(s))
         ask = system.ask
     t_ready = time.time()
     if args.no_pin:

@@ -35,13 +35,11 @@ def load_questions(path: Path) -> list[dict]:
 
 
 def run_config(name: str, overrides: dict | None, questions: list[dict], base: Settings, log=print) -> dict:
-    from rag.embedding import get_embedder
-
     t0 = time.perf_counter()
     if overrides is None:
-        from .baseline import PlainPipeline
+        from .baseline import PlainPipeline, plain_embedder
 
-        system = PlainPipeline(base, get_embedder(base.with_(encoder="torch")))
+        system = PlainPipeline(base, plain_embedder(base))
         ask = lambda q: system.ask(q["question"], qid=q["id"])  # noqa: E731
     else:
         from rag.pipeline import Assistant

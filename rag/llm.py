@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
+from .answer import KIND_LABEL
+from .answer import REFUSAL as REFUSAL_TEXT
+
 log = logging.getLogger(__name__)
 
 DEFAULT_KEY_ENV = "RAG_LLM_API_KEY"
-KIND_LABEL = {"law": "法律依据", "guide": "经验指南（未经核实）"}
 UNSUPPORTED_FLAG = "（未在资料中找到依据）"
-REFUSAL_TEXT = "资料中没有找到能回答这个问题的依据。"
 NOTICE_UNAVAILABLE = "大模型暂时不可用，以下为摘录式回答。"
 NOTICE_UNVERIFIED = "大模型的回答无法在资料中核实，以下为摘录式回答。"
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024

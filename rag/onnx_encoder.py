@@ -115,9 +115,10 @@ def export(model_path: Path, out: Path) -> Path:
                 f.unlink(missing_ok=True)
             onnx.save_model(graph, str(tmp), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=out.name + ".data", size_threshold=1024)
-            got = _session(tmp, 1).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            session = _session(tmp, 1)
+            got = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
             # Also one text alone: a trace that baked in the probe batch's shape would fail here.
-            alone = _session(tmp, 1).run(None, dict(zip(("input_ids", "attention_mask"), _batch(tokenizer, PROBES[:1]))))[0]
+            alone = session.run(None, dict(zip(("input_ids", "attention_mask"), _batch(tokenizer, PROBES[:1]))))[0]
             cos = np.append((got * expected).sum(1), float(alone[0] @ expected[0]))
             if cos.min() >= MIN_PROBE_COSINE:
                 break
