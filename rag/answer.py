@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .keyword import tokenize
+from .labels import KIND_LABEL, REFUSAL, section_label
 from .retrieve import Hit, Retrieval
 
 SENTENCE_END = re.compile(r"[^。！？；!?\n]+[。！？；!?]?")
-REFUSAL = "资料中没有找到能回答这个问题的依据。"
-KIND_LABEL = {"law": "法律依据", "guide": "经验指南（未经核实）"}
 
 
 @dataclass

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import Settings
+from .labels import kind_label, section_label
 
 log = logging.getLogger("rag")
 
@@ -70,9 +71,7 @@ def format_answer(result: dict) -> str:
         out.append("来源：")
         items = result["citations"]
     for p in items:
-        label = "法律依据" if p["kind"] == "law" else "经验指南（未经核实）" if p["kind"] == "guide" else p["kind"]
-        sec = "" if p["section"] == "正文" else p["section"]
-        out.append(f"[{p['n']}] 《{p['title']}》{sec}（{label}，{p['source']}）")
+        out.append(f"[{p['n']}] 《{p['title']}》{section_label(p['section'])}（{kind_label(p['kind'])}，{p['source']}）")
         out.append("    " + p["text"].replace("\n", "\n    "))
     return "\n".join(out)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from .labels import KINDS
+
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx")
 FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
 
@@ -25,7 +27,7 @@ class DocumentError(ValueError):
 class Document:
     source: str  # path relative to the corpus root, POSIX separators
     title: str
-    kind: str  # law | guide | other
+    kind: str  # law | howto | guide (rag/labels.py)
     text: str  # the text that chunk offsets point into
     body_start: int = 0  # offset of the body after any front matter
     meta: dict = field(default_factory=dict)
@@ -82,7 +84,7 @@ def _title_from_name(path: Path) -> str:
 
 def _guess_kind(meta: dict, rel: str) -> str:
     kind = str(meta.get("kind", "")).strip().lower()
-    if kind in ("law", "guide"):
+    if kind in KINDS:
         return kind
     top = rel.split("/", 1)[0]
     return "law" if top == "laws" else "guide"

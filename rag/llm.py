@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
-from .answer import KIND_LABEL
-from .answer import REFUSAL as REFUSAL_TEXT
+from .labels import KIND_LABEL
+from .labels import REFUSAL as REFUSAL_TEXT
 
 log = logging.getLogger(__name__)
 

@@ -70,6 +70,7 @@ CSS = """
     padding: .05em .6em; margin-left: .3em; vertical-align: middle; }
 .rag-answer .badge-law { background: #dbeafe; color: #1e40af; }
 .rag-answer .badge-guide { background: #fef3c7; color: #92400e; }
+.rag-answer .badge-howto { background: #dcfce7; color: #166534; }
 .rag-answer .badge-other { background: #e4e4e7; color: #3f3f46; }
 .rag-answer .card-meta { font-size: .78em; color: #71717a; margin: .15em 0 .35em; }
 .rag-answer .card-score { margin-left: .6em; }

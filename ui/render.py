@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 import re
 
-KIND_LABEL = {"law": "法律依据", "guide": "经验指南（未经核实）"}
-REFUSAL_TITLE = "资料中没有找到能回答这个问题的依据。"
+from rag.labels import KIND_LABEL, REFUSAL, kind_label, section_label
+
 _NEWLINES = re.compile(r"(?:\r?\n[ \t\u3000]*)+")
 CITE = re.compile(r"\[(\d+)\]")
 SECTION_HEADERS = ("法律依据：", "经验指南（未经核实）：")
@@ -55,14 +55,13 @@ def highlight(text: str, spans) -> str:
 
 
 def kind_badge(kind: str) -> str:
-    label = KIND_LABEL.get(kind, kind or "其他")
-    cls = "badge-law" if kind == "law" else "badge-guide" if kind == "guide" else "badge-other"
+    label = kind_label(kind)
+    cls = f"badge-{kind}" if kind in KIND_LABEL else "badge-other"
     return f'<span class="badge {cls}">{esc(label)}</span>'
 
 
-def section_label(p: dict) -> str:
-    sec = str(p.get("section") or "")
-    return "" if sec in ("", "正文") else sec
+def passage_section(p: dict) -> str:
+    return section_label(str(p.get("section") or ""))
 
 
 def source_card(p: dict, turn_id: str, *, highlight_used: bool = True, show_score: bool = False,
@@ -75,7 +74,7 @@ def source_card(p: dict, turn_id: str, *, highlight_used: bool = True, show_scor
     text = str(p.get("text") or "")
     spans = p.get("used_sentences") if highlight_used else None
     kind = str(p.get("kind") or "")
-    sec = section_label(p)
+    sec = passage_section(p)
     head = (f'<span class="cite-n">[{n}]</span> <span class="card-title">《{esc(p.get("title", ""))}》'
             f'{esc(sec)}</span> {kind_badge(kind)}')
     meta = f'<span class="card-source">{esc(p.get("source", ""))}</span>'
@@ -133,7 +132,7 @@ def answer_html(result: dict, turn_id: str, *, show_scores: bool = False, full_s
     if note:
         parts.append(f'<div class="ans-note">{esc(note)}</div>')
     if result.get("refused"):
-        parts.append(f'<div class="refusal">{answer_text_html(result.get("answer") or REFUSAL_TITLE, turn_id, set())}</div>')
+        parts.append(f'<div class="refusal">{answer_text_html(result.get("answer") or REFUSAL, turn_id, set())}</div>')
         near = (result.get("retrieved") or [])[:3]
         if near:
             parts.append('<div class="cards-h">可能相关（仅供参考，未必能回答您的问题）：</div>')
