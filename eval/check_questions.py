@@ -82,6 +82,12 @@ FIELDS = {
     "gold": list,
     "facts": list,
 }
+# Optional fields (added after the set was first published; tools that don't know them ignore them):
+#   split: "tuning" (may be looked at while tuning) | "test" (report only; see eval/README.md)
+#   acceptable: [{"source", "section"}] passages that are also right to cite, beside the gold ones
+#   asks_steps: true when the shopper asks what to do (怎么办/去哪投诉), so the answer owes next steps
+OPTIONAL = {"split": str, "acceptable": list, "asks_steps": bool}
+SPLITS = ("tuning", "test")
 EVIDENCE_MIN, EVIDENCE_MAX = 6, 30
 FACT_MIN, FACT_MAX = 2, 12
 MAX_GOLD = MAX_FACTS = 3
@@ -139,12 +145,12 @@ def _check_record(rec: dict, where: str, corpus_dir: Path, cache: dict) -> list[
         problems.append(f"{where}: {msg}")
 
     missing = [k for k in FIELDS if k not in rec]
-    extra = [k for k in rec if k not in FIELDS]
+    extra = [k for k in rec if k not in FIELDS and k not in OPTIONAL]
     if missing:
         bad(f"缺少字段 {missing}")
     if extra:
         bad(f"多余字段 {extra}")
-    for k, t in FIELDS.items():
+    for k, t in (FIELDS | OPTIONAL).items():
         if k in rec and not isinstance(rec[k], t):
             bad(f"字段 {k} 应为 {t.__name__}，实际为 {type(rec[k]).__name__}")
     if problems:
@@ -153,6 +159,17 @@ def _check_record(rec: dict, where: str, corpus_dir: Path, cache: dict) -> list[
     question = rec["question"].strip()
     if not question:
         bad("question 为空")
+    if "split" in rec and rec["split"] not in SPLITS:
+        bad(f"split {rec['split']!r} 不在 {list(SPLITS)} 中")
+    for a in rec.get("acceptable", []):
+        if not (isinstance(a, dict) and set(a) == {"source", "section"}):
+            bad(f"acceptable 条目应为 {{source, section}}：{a!r}")
+            continue
+        cf = _load(corpus_dir, a["source"], cache)
+        if cf is None:
+            bad(f"acceptable 文件不存在：{a['source']}")
+        elif not any(p.heading.lstrip("#").strip() == a["section"] for p in cf.passages):
+            bad(f"acceptable 章节在 {a['source']} 中找不到：{a['section']!r}")
     if rec["style"] not in STYLES:
         bad(f"style {rec['style']!r} 不在 {list(STYLES)} 中")
     if rec["category"] not in CATEGORIES:
