@@ -1,9 +1,18 @@
-"""Extractive answer composition: the answer is made only of sentences from retrieved passages.
+"""Extractive answer composition: 要点, then 依据, then 怎么做 — every line copied from a source.
 
-Why extractive by default: it needs no LLM, runs in microseconds, and cannot
-claim anything the sources don't say. Each sentence carries the number [n] of
-the passage it was copied from; laws are labelled 法律依据 and guide text
-经验指南（未经核实）, since guides are third-party experience, not rules.
+Why extractive by default: it needs no LLM, runs in about a millisecond, and cannot claim
+anything the sources don't say. The shape follows what a shopper needs:
+
+- 要点: the one source sentence (or clause) that answers the ask — who pays, how much, which
+  deadline, yes or no — chosen by what the question asks for, not only by word overlap;
+- 依据: the statute sentences that carry the decisive detail, never cut before a minimum
+  ("不足…的，为…") or an exception ("但是…", "…除外"); one enumerated item when one answers;
+- 怎么做: numbered steps from a project guide (kind ``howto``) when the shopper asks what to do.
+
+A passage is quoted only when it is about the question's matter (the relevance gate):
+close to the question by meaning relative to the best passage, and not from another domain
+(food/drug rules for a cup, car 三包 for a phone) unless the question is in that domain.
+Fewer, right quotes beat more.
 """
 from __future__ import annotations
 
@@ -16,6 +25,45 @@ from .labels import KIND_LABEL, REFUSAL, section_label
 from .retrieve import Hit, Retrieval
 
 SENTENCE_END = re.compile(r"[^。！？；!?\n]+[。！？；!?]?")
+_ITEM = re.compile(r"^\s*(?:[（(][一二三四五六七八九十\d]+[)）]|[一二三四五六七八九十]+、|\d+[.、])")
+_STEP = re.compile(r"^[ \t]*(\d+)[.、．][ \t]*(\S.*)$", re.M)
+# A sentence that qualifies the one before it: quoting one without the other misleads.
+_QUALIFIER = re.compile(r"^(?:但是|但|不足|增加赔偿的金额不足|其中)|不足[^。；]{1,24}的，为|除外[。；]?$")
+_REFERENCE = re.compile(r"《([^》]+)》((?:第[一二三四五六七八九十百千零〇]+条[、和及]?)+)")
+_ARTICLE = re.compile(r"第[一二三四五六七八九十百千零〇]+条")
+# A guide section opens by answering its own heading ("可以，…", "算：…"); quoted under another question
+# that bare word could answer something else, so the 要点 keeps only the clause that states the rule.
+_BARE_ANSWER = re.compile(r"^[^，：,:。]{1,4}[，：,:]")
+
+# What the shopper asks for, and the words of a sentence that gives it.
+INTENTS = {
+    "amount": (re.compile(r"多少|几倍|赔多少|怎么赔|赔偿标准|金额|钱|赔几"),
+               re.compile(r"倍|元|赔偿金|价款|费用")),
+    "who": (re.compile(r"谁|哪方|哪一方|哪家"),
+            re.compile(r"承担|负担|负责|由[^。；，]{1,12}(?:承担|负担|负责|赔偿)")),
+    "time": (re.compile(r"多久|多长时间|几天|多少天|期限|时限|什么时候|几日|多少日|哪天|过了.{0,6}还"),
+             re.compile(r"[一二三四五六七八九十百\d]+(?:日|天|个月|年|小时)|之日起|期限|期间|及时")),
+    "yesno": (re.compile(r"能不能|可不可以|能否|是否|可以吗|行不行|算不算|合法吗|合理吗|是真的吗|有没有|能.{0,12}吗|可以.{0,12}吗|要.{0,8}吗"),
+              re.compile(r"可以|有权|应当|不得|不适用|无权|不承担|应予支持|除外")),
+    "how": (re.compile(r"怎么办|咋办|怎么处理|如何处理|怎么做|该怎么|怎么维权|如何维权|去哪|找谁|向谁|哪里投诉|怎么投诉|如何投诉|怎么要|怎么申请|步骤|流程|怎么弄|怎么追|要留|保留什么|证据"),
+            re.compile(r"")),
+}
+# Domains whose rules mislead outside them: a passage in one is quoted only for a question in it.
+DOMAINS = {
+    "food_drug": (re.compile(r"食品|食物|吃|喝|饮料|饮品|奶粉|零食|保健品|保健食品|外卖|餐|过期|变质|发霉|霉变|添加剂|保质期|酒|茶叶|肉|蔬菜|水果|月饼|蛋糕|药|医疗器械"),
+                  re.compile(r"食品|药品|餐饮|食用农产品")),
+    "car": (re.compile(r"汽车|新车|买车|购车|提车|车辆|轿车|4[sS]店|发动机|变速[箱器]|家用车"),
+            re.compile(r"汽车|机动车|发动机|变速器")),
+}
+RANK_PRIOR = (1.0, 0.3, 0.0)  # the 要点 leans to the passage retrieval ranks first
+GATE_MARGIN = 0.035  # a passage this much less close (cosine) to the question than the best one is off-topic
+GATE_SCORE = 0.75  # …or whose fused retrieval score is below this share of the best one
+MAX_BASIS = 3
+MAX_STEPS = 4
+BASIS_CHARS = 620
+BASIS_SHARE = 0.5  # a further sentence of a passage is quoted only if half as close to the question as its best
+LEXICAL_FLOOR = 0.1  # a further law passage must share this much of the question's words in one sentence
+WHOLE_PASSAGE = 320  # a law passage this short is quoted whole: nothing decisive can be cut off
 
 
 @dataclass
@@ -37,9 +85,7 @@ class Answer:
     text: str
     refused: bool
     citations: list[Citation]
-
-
-_ITEM = re.compile(r"^\s*(?:[（(][一二三四五六七八九十\d]+[)）]|[一二三四五六七八九十]+、|\d+[.、])")
+    sections: dict = field(default_factory=dict)  # key_point / basis / steps / uncovered, for the JSON contract
 
 
 def split_sentences(text: str) -> list[Sentence]:
@@ -77,7 +123,7 @@ def answer_units(text: str, max_block: int = 320) -> list[Sentence]:
 
 
 def _inline(text: str) -> str:
-    """One line per citation: the line breaks of enumerations are dropped (Chinese needs no spaces)."""
+    """One line per quote: the line breaks of enumerations are dropped (Chinese needs no spaces)."""
     return re.sub(r"\s*\n\s*", "", text)
 
 
@@ -102,63 +148,255 @@ def _overlap(sentence: str, weights: dict[str, float]) -> float:
 
 def source_label(hit: Hit) -> str:
     c = hit.chunk
-    section = c.section if c.section != "正文" else ""
+    section = section_label(c.section)
     if c.part:
         section += f"（第{c.part}段）"
     return f"《{c.title}》{section}"
 
 
-WHOLE_TOP = 220  # quote the top passage whole when it is at most this long
-WHOLE_OTHER = 120
+def question_intents(question: str) -> set[str]:
+    return {name for name, (asks, _) in INTENTS.items() if asks.search(question)}
+
+
+def question_domains(question: str) -> set[str]:
+    return {name for name, (asks, _) in DOMAINS.items() if asks.search(question)}
+
+
+def passage_domains(hit: Hit) -> set[str]:
+    text = hit.chunk.title + hit.chunk.text
+    return {name for name, (_, marks) in DOMAINS.items() if marks.search(text)}
+
+
+def relevant_hits(question: str, hits: list[Hit]) -> list[Hit]:
+    """The hits worth quoting: the best one, and others about the same matter (see module docstring)."""
+    if not hits:
+        return []
+    asked = question_domains(question)
+    in_domain = [h for h in hits if not (passage_domains(h) - asked)]
+    if not in_domain:
+        return hits[:1]  # everything is from another domain: keep the best; the confidence decides refusal
+    best = in_domain[0]
+    return [h for h in in_domain
+            if h is best or (h.closeness >= best.closeness - GATE_MARGIN and h.score >= GATE_SCORE * best.score)]
+
+
+def _with_qualifiers(units: list[Sentence], picked: set[int]) -> set[int]:
+    """Add the sentences that qualify a picked one (但是…, 不足…的，为…, …除外), and the sentence a picked qualifier qualifies."""
+    out = set(picked)
+    for i in sorted(picked):
+        j = i + 1
+        while j < len(units) and _QUALIFIER.search(units[j].text.strip()):
+            out.add(j)
+            j += 1
+        if _QUALIFIER.search(units[i].text.strip()) and i > 0:
+            out.add(i - 1)
+    return out
+
+
+def _enumeration_item(text: str, unit: Sentence, weights: dict[str, float]) -> list[Sentence] | None:
+    """For a lead-in + （一）（二）… unit: the lead-in and the one item that answers, when one clearly does."""
+    parts = split_sentences(text[unit.start:unit.end])
+    if len(parts) < 3:
+        return None
+    items = parts[1:]
+    # Words several items share (商品, 消费者) can't tell the items apart: score by the rest.
+    seen: dict[str, int] = {}
+    for p in items:
+        for t in _sentence_tokens(p.text):
+            seen[t] = seen.get(t, 0) + 1
+    scored = sorted(((sum(v for t, v in weights.items() if t in _sentence_tokens(p.text) and seen[t] == 1), k)
+                     for k, p in enumerate(items)), reverse=True)
+    best, second = scored[0][0], scored[1][0]
+    if best <= 0 or best < 2 * second:
+        return None
+    lead, item = parts[0], items[scored[0][1]]
+    return [Sentence(lead.text, unit.start + lead.start, unit.start + lead.end),
+            Sentence(item.text, unit.start + item.start, unit.start + item.end)]
+
+
+def _passage_overlap(hit: Hit, weights: dict[str, float]) -> float:
+    return max((_overlap(u.text, weights) for u in split_sentences(hit.chunk.text)), default=0.0)
+
+
+def _intent_fit(sentence: str, intents: set[str]) -> float:
+    return sum(0.25 for name in intents if name != "how" and INTENTS[name][1].search(sentence))
+
+
+_ENUMERATION = re.compile(r"[：:]\s*(?:[（(][一二三四五六七八九十\d]+[)）]|[一二三四五六七八九十]+、)")
+
+
+def _quote(units: list[Sentence], chosen: set[int], text: str, weights: dict[str, float]) -> list[Sentence]:
+    """The chosen units, an enumeration narrowed to its lead-in and the item that answers."""
+    out: list[Sentence] = []
+    for i in sorted(chosen):
+        u = units[i]
+        if _ENUMERATION.search(u.text):
+            narrowed = _enumeration_item(text, u, weights)
+            if narrowed:
+                out.extend(narrowed)
+                continue
+        out.append(u)
+    return out
+
+
+def _join(sentences: list[Sentence]) -> str:
+    """Quoted sentences in order; a gap between non-adjacent ones is shown as …"""
+    parts, last = [], None
+    for s in sentences:
+        if last is not None and s.start > last + 2:
+            parts.append("…")
+        parts.append(s.text.strip())
+        last = s.end
+    return _inline("".join(parts))
+
+
+def _steps(hit: Hit) -> list[Sentence]:
+    return [Sentence(m.group(2).strip(), m.start(2), m.start(2) + len(m.group(2).rstrip()))
+            for m in _STEP.finditer(hit.chunk.text)]
+
+
+def _referenced_articles(text: str) -> set[tuple[str, str]]:
+    """(law name, 第N条) pairs a guide sentence cites in its （依据：…）."""
+    out = set()
+    for name, arts in _REFERENCE.findall(text):
+        for art in _ARTICLE.findall(arts):
+            out.add((name.removeprefix("中华人民共和国"), art))
+    return out
+
+
+def _cites(hit: Hit, refs: set[tuple[str, str]]) -> bool:
+    title = hit.chunk.title.removeprefix("中华人民共和国").split("（节选）")[0]
+    return any(title == name and hit.chunk.section == art for name, art in refs)
+
+
+def _pick_key_point(question, hits, weights, intents):
+    """(hit, unit index list) of the single best answering sentence among the first relevant passages."""
+    best = None
+    for rank, hit in enumerate(hits[:3]):
+        units = answer_units(hit.chunk.text)
+        for i, u in enumerate(units):
+            body = u.text.strip()
+            if _STEP.match(body) or len(body) < 8:
+                continue
+            lead = body.split("：", 1)[0] if _ENUMERATION.search(body) else body  # an enumeration scores by its rule
+            score = max(_overlap(body, weights), _overlap(lead, weights)) + _intent_fit(lead, intents)
+            score += RANK_PRIOR[rank]
+            if hit.chunk.kind == "guide":
+                score -= 0.15  # third-party experience states a conclusion only when nothing checked does
+            if i == 0:  # an article states its rule first, exceptions after; a guide section opens with its answer
+                score += 0.15 if hit.chunk.kind == "howto" else 0.1
+            if best is None or score > best[0]:
+                best = (score, hit, units, i)
+    return best
 
 
 def compose(question: str, retrieval: Retrieval, refuse_below: float, max_sentences: int = 4,
-            max_sources: int = 3, max_chars: int = 700) -> Answer:
+            uncovered: list[str] | None = None, k: int = 5) -> Answer:
+    """The answer for ``question`` from ``retrieval``; ``uncovered`` are names the sources never mention.
+
+    Quotes come from the first ``k`` hits; the rest of the retrieval (rank ≤ 10) is used only
+    for the statute a guide section cites and for a guide's steps.
+    """
     hits = retrieval.hits
+    uncovered = uncovered or []
+    gap = "资料中没有关于" + "、".join(f"『{t}』" for t in uncovered) + "的规定" if uncovered else ""
     if not hits or retrieval.confidence < refuse_below:
-        return Answer(REFUSAL + "下面列出最接近的资料，仅供参考。", True, [])
+        text = (gap + "。" if gap else REFUSAL) + "下面列出最接近的资料，仅供参考。"
+        return Answer(text, True, [], {"uncovered": uncovered})
     weights = _weights(retrieval.query_tokens)
-    top = hits[0].score
-    chosen = [h for h in hits[:max_sources] if h.score >= 0.75 * top] or hits[:1]
-    citations: list[Citation] = []
-    budget = max_chars
-    for i, hit in enumerate(chosen):
+    intents = question_intents(question)
+    chosen = relevant_hits(question, hits[:k])
+
+    citations: dict[int, Citation] = {}  # id(hit) -> citation, numbered in order of first use
+
+    def cite(hit: Hit, sentences: list[Sentence]) -> int:
+        c = citations.get(id(hit))
+        if c is None:
+            c = citations[id(hit)] = Citation(len(citations) + 1, hit)
+        for s in sentences:
+            if all(s.start != t.start for t in c.sentences):
+                c.sentences.append(s)
+        c.sentences.sort(key=lambda s: s.start)
+        return c.n
+
+    lines: list[str] = []
+    if gap:
+        lines.append(gap + "；以下是可能适用的一般规定，仅供参考。")
+    sections: dict = {"uncovered": uncovered, "key_point": None, "basis": [], "steps": []}
+
+    # 要点
+    key = _pick_key_point(question, chosen, weights, intents)
+    used: dict[int, set[int]] = {}
+    if key:
+        _, hit, units, i = key
+        picked = _with_qualifiers(units, {i})
+        quote = _quote(units, picked, hit.chunk.text, weights)
+        bare = _BARE_ANSWER.match(quote[0].text) if hit.chunk.kind == "howto" else None
+        if bare:
+            first = quote[0]
+            quote[0] = Sentence(first.text[bare.end():], first.start + bare.end(), first.end)
+        n = cite(hit, quote)
+        used[id(hit)] = picked
+        body = _join(quote)
+        note = f"（{KIND_LABEL['guide']}）" if hit.chunk.kind == "guide" else ""
+        lines.append(f"要点：{note}{body}[{n}]")
+        sections["key_point"] = {"n": n, "text": body}
+
+    # 依据: statute text, the passages the key point's guide cites first
+    refs = _referenced_articles(key[1].chunk.text) if key and key[1].chunk.kind == "howto" else set()
+    laws = [h for h in hits if h.chunk.kind == "law" and _cites(h, refs)]
+    first_law = next((h for h in chosen if h.chunk.kind == "law"), None)
+    laws += [h for h in chosen if h.chunk.kind == "law" and h not in laws
+             and (h is first_law or _passage_overlap(h, weights) >= LEXICAL_FLOOR)]
+    budget = BASIS_CHARS
+    basis_lines = []
+    for hit in laws[:MAX_BASIS]:
         text = hit.chunk.text
         units = answer_units(text)
         if not units or budget <= 0:
             continue
-        whole = WHOLE_TOP if i == 0 else WHOLE_OTHER
-        if len(text) <= whole:
-            picked = units
+        done = used.get(id(hit), set())
+        if len(text) <= WHOLE_PASSAGE:
+            picked = set(range(len(units)))
         else:
-            overlap = {u.start: _overlap(u.text, weights) for u in units}
-            ranked = sorted(units, key=lambda u: (overlap[u.start], -u.start), reverse=True)
-            take = max_sentences - 1 if i == 0 else 1
-            picked = [u for u in ranked[:take] if overlap[u.start] > 0] or [units[0]]
-        picked = sorted(picked, key=lambda u: u.start)
-        kept, used = [], 0
-        for u in picked:
-            if kept and used + len(u.text) > budget:
-                break
-            kept.append(u)
-            used += len(u.text)
-        budget -= used
-        citations.append(Citation(len(citations) + 1, hit, kept))
-    # Number citations in the order the answer shows them: laws first, then guides, then others.
-    order = {"law": 0, "guide": 1}
-    citations.sort(key=lambda c: (order.get(c.hit.chunk.kind, 2), c.n))
-    for n, c in enumerate(citations, 1):
-        c.n = n
-    lines = []
-    for kind in ("law", "guide"):
-        group = [c for c in citations if c.hit.chunk.kind == kind]
-        if not group:
+            overlap = {k: _overlap(u.text, weights) + _intent_fit(u.text, intents) for k, u in enumerate(units)}
+            ranked = sorted((k for k in overlap if k not in done), key=lambda k: (overlap[k], -k), reverse=True)
+            take = max(1, max_sentences - 2) if hit is laws[0] else 1
+            floor = max(0.0, BASIS_SHARE * max(overlap.values()))
+            picked = {k for k in ranked[:take] if overlap[k] > floor} or ({0} if not done else set())
+        picked = _with_qualifiers(units, picked) - done
+        if not picked:
             continue
-        lines.append(f"{KIND_LABEL[kind]}：")
-        for c in group:
-            body = _inline("".join(s.text.strip() for s in c.sentences))
-            lines.append(f"- 依{source_label(c.hit)}：{body}[{c.n}]")
-    others = [c for c in citations if c.hit.chunk.kind not in KIND_LABEL]
-    for c in others:
-        lines.append(f"- 依{source_label(c.hit)}：{_inline(''.join(s.text.strip() for s in c.sentences))}[{c.n}]")
-    return Answer("\n".join(lines), False, citations)
+        quote = _quote(units, picked, text, weights)
+        size = sum(len(s.text) for s in quote)
+        if basis_lines and size > budget:
+            continue
+        budget -= size
+        n = cite(hit, quote)
+        body = _join(quote)
+        basis_lines.append(f"- {source_label(hit)}：{body}[{n}]")
+        sections["basis"].append({"n": n, "text": body})
+    if basis_lines:
+        lines.append("依据：")
+        lines.extend(basis_lines)
+
+    # 怎么做: steps from the best project guide section about this matter
+    if "how" in intents:
+        guide = next((h for h in chosen if h.chunk.kind == "howto" and _steps(h)), None)
+        if guide is not None:
+            steps = _steps(guide)[:MAX_STEPS]
+            n = cite(guide, steps)
+            lines.append("怎么做：")
+            for k, s in enumerate(steps, 1):
+                lines.append(f"{k}. {_inline(s.text)}[{n}]")
+                sections["steps"].append({"n": n, "text": _inline(s.text)})
+
+    # Third-party experience: shown apart, only when nothing of ours answers the ask
+    if not citations:
+        hit = chosen[0]
+        units = answer_units(hit.chunk.text)
+        if units:
+            n = cite(hit, units[:2])
+            lines.append(f"{KIND_LABEL.get(hit.chunk.kind, hit.chunk.kind)}：")
+            lines.append(f"- {source_label(hit)}：{_join(units[:2])}[{n}]")
+    return Answer("\n".join(lines), False, sorted(citations.values(), key=lambda c: c.n), sections)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def _jieba():
 
 
 def tokenize(text: str, mode: str = "jieba+bigram") -> list[str]:
-    text = text.lower()
+    text = unicodedata.normalize("NFKC", text).lower()  # full-width digits (１５日) as shoppers type them (15日)
     tokens: list[str] = []
     if "jieba" in mode:
         for w in _jieba().cut_for_search(text):

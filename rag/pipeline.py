@@ -12,6 +12,7 @@ import time
 
 from .answer import Answer, compose
 from .config import Settings
+from .gaps import uncovered_terms
 from .index import LoadedIndex, current_version, load_index
 from .retrieve import Hit, Retriever
 
@@ -33,6 +34,13 @@ def validate_question(question: str, max_chars: int) -> str:
     if len(q) > max_chars:
         raise QuestionError(f"问题太长了（{len(q)} 字），请精简到 {max_chars} 字以内。")
     return q
+
+
+def known_words(index: LoadedIndex) -> set[str]:
+    """Words the sources or the shoppers' lexicon know: a name outside them is a gap (rag/gaps.py)."""
+    from .lexicon import load_lexicon
+
+    return set(index.keyword.vocab) | {key.lower() for key, _ in load_lexicon()}
 
 
 class Assistant:
@@ -71,12 +79,15 @@ class Assistant:
                 return False
             index = load_index(self.settings, model_id=self.embedder.model_id)
             self._index, self._retriever = index, Retriever(index, self.embedder, self.settings)
+            self._known_words = known_words(index)
         return True
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None, qid=None,
-            use_llm: bool = False, on_token=None) -> dict:
+            use_llm: bool = False, on_token=None, history: list | None = None) -> dict:
         """Answer one question. ``use_llm`` lets the configured LLM write the answer (verified
-        against the passages; the extractive answer is the fallback); ``on_token`` streams it."""
+        against the passages; the extractive answer is the fallback); ``on_token`` streams it.
+        ``history`` (the earlier turns of a conversation, ``[{"role", "content"}, …]``) is
+        accepted now; used by follow-up handling."""
         t0 = time.perf_counter()
         q = validate_question(question, self.settings.max_question_chars)
         try:
@@ -92,7 +103,9 @@ class Assistant:
         retrieval = retriever.retrieve(q, k=max(k, 10), mode=mode, query_vector=qvec)
         t3 = time.perf_counter()
         answer_hits = dataclasses.replace(retrieval, hits=retrieval.hits[:k])
-        answer: Answer = compose(q, answer_hits, self.settings.refuse_below, self.settings.max_answer_sentences)
+        uncovered = uncovered_terms(q, self._known_words)
+        answer: Answer = compose(q, retrieval, self.settings.refuse_below, self.settings.max_answer_sentences,
+                                 uncovered=uncovered, k=k)
         t4 = time.perf_counter()
         text = answer.text
         citations = [dict(passage_json(c.n, c.hit), used_sentences=[[s.start, s.end] for s in c.sentences])
@@ -119,6 +132,7 @@ class Assistant:
             "citations": citations,
             "retrieved": [passage_json(i + 1, h) for i, h in enumerate(retrieval.hits[:10])],
             "confidence": round(retrieval.confidence, 4),
+            "sections": answer.sections,
             "index_version": self._index.version,
             "timings_ms": {"embed": round((t2 - t1) * 1000, 2), "retrieve": round((t3 - t2) * 1000, 2),
                            "compose": round((t4 - t3) * 1000, 2), "total": round((t5 - t0) * 1000, 2)},

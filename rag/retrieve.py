@@ -31,6 +31,12 @@ class Hit:
     dense: float = 0.0
     keyword: float = 0.0
     rank: int = 0
+    question: float = 0.0  # cosine of the chunk's best typical question (0 when it has none)
+
+    @property
+    def closeness(self) -> float:
+        """How close the chunk is to the question by meaning: the better of passage and typical-question cosine."""
+        return max(self.dense, self.question - QUESTION_GAP)
 
 
 @dataclass
@@ -74,11 +80,51 @@ def focus_question(question: str, min_len: int = 60) -> str | None:
     return "".join(clauses[start:last + 1])
 
 
+_REFERENCE = re.compile(r"《([^》]+)》((?:第[一二三四五六七八九十百千零〇]+条[、和及]?)+)")
+_ARTICLE = re.compile(r"第[一二三四五六七八九十百千零〇]+条")
+FOLLOW_SHARE = 0.95  # an article a top guide section rests on scores this share of the section's score
+FOLLOW_FROM = 3  # only guide sections ranked this high pass their score on
+
+
+def short_title(title: str) -> str:
+    """《消费者权益保护法》 for 中华人民共和国消费者权益保护法; 《民法典》 for the Civil Code excerpts."""
+    return title.removeprefix("中华人民共和国").split("（节选）")[0]
+
+
+def cited_articles(text: str) -> list[tuple[str, str]]:
+    """(short law title, 第N条) in order of citation, e.g. from "（依据：《电子商务法》第二十条、第五十一条）"."""
+    out = []
+    for name, arts in _REFERENCE.findall(text):
+        out += [(short_title(name), a) for a in _ARTICLE.findall(arts) if (short_title(name), a) not in out]
+    return out
+
+
+def guide_basis(chunks: list[Chunk]) -> dict[int, list[int]]:
+    """For each project guide section: the chunks of the articles its opening (answering) sentence cites.
+
+    Why: a guide section that answers the question names the statute it rests on; that
+    article is the 依据 the answer owes, even when the shopper's words don't match its text.
+    """
+    where: dict[tuple[str, str], list[int]] = {}
+    for i, c in enumerate(chunks):
+        if c.kind == "law" and c.section.startswith("第"):
+            where.setdefault((short_title(c.title), c.section), []).append(i)
+    out: dict[int, list[int]] = {}
+    for i, c in enumerate(chunks):
+        if c.kind == "howto":
+            opening = c.text.split("。", 1)[0]
+            targets = [j for ref in cited_articles(opening) for j in where.get(ref, [])]
+            if targets:
+                out[i] = targets
+    return out
+
+
 class Retriever:
     def __init__(self, index: LoadedIndex, embedder, settings: Settings):
         self.index = index
         self.embedder = embedder
         self.settings = settings
+        self.basis = guide_basis(index.chunks)
 
     def query_vector(self, question: str) -> np.ndarray:
         focus = focus_question(question)
@@ -148,9 +194,12 @@ class Retriever:
             for r, i in enumerate(top_indices(keyword, cand)):
                 if keyword[i] > 0:
                     fused[i] += s.keyword_weight / (s.rrf_k + r + 1)
+        for i in top_indices(fused, FOLLOW_FROM):
+            for j in self.basis.get(int(i), ()):
+                fused[j] = max(fused[j], FOLLOW_SHARE * fused[i])
         top = [int(i) for i in top_indices(fused, k) if fused[i] > 0]
-        hits = [Hit(self.index.chunks[i], float(fused[i]), float(max(dense[i], 0)), float(keyword[i]), r + 1)
-                for r, i in enumerate(top)]
+        hits = [Hit(self.index.chunks[i], float(fused[i]), float(max(dense[i], 0)), float(keyword[i]), r + 1,
+                    float(max(dense_q[i], 0))) for r, i in enumerate(top)]
         return Retrieval(hits, self._confidence(dense, dense_q, keyword, tokens, top, mode, kw_index), tokens)
 
     def _confidence(self, dense, dense_q, keyword, tokens, top, mode, kw_index) -> float:

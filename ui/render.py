@@ -15,7 +15,10 @@ from rag.labels import KIND_LABEL, REFUSAL, kind_label, section_label
 
 _NEWLINES = re.compile(r"(?:\r?\n[ \t\u3000]*)+")
 CITE = re.compile(r"\[(\d+)\]")
-SECTION_HEADERS = ("法律依据：", "经验指南（未经核实）：")
+SECTION_HEADERS = ("依据：", "怎么做：") + tuple(f"{label}：" for label in KIND_LABEL.values())
+KEY_POINT = "要点："
+GAP_OPENING = "资料中没有关于"
+_STEP_LINE = re.compile(r"^\d+\.\s")
 
 
 def esc(value) -> str:
@@ -112,8 +115,15 @@ def answer_text_html(answer: str, turn_id: str, cited: set[int]) -> str:
             continue
         body = CITE.sub(link, html.escape(line, quote=True))
         if line in SECTION_HEADERS:
-            cls = "ans-h ans-h-law" if line.startswith("法律") else "ans-h ans-h-guide"
-            lines.append(f'<div class="{cls}">{body}</div>')
+            kind = "steps" if line == "怎么做：" else "guide" if "指南" in line else "law"
+            lines.append(f'<div class="ans-h ans-h-{kind}">{body}</div>')
+        elif line.startswith(KEY_POINT):
+            rest = CITE.sub(link, html.escape(line[len(KEY_POINT):], quote=True))
+            lines.append(f'<div class="ans-key"><span class="ans-key-label">要点</span>{rest}</div>')
+        elif line.startswith(GAP_OPENING):
+            lines.append(f'<div class="ans-gap">{body}</div>')
+        elif _STEP_LINE.match(line):
+            lines.append(f'<div class="ans-step">{body}</div>')
         elif line.startswith("- "):
             lines.append(f'<div class="ans-li">{CITE.sub(link, html.escape(line[2:], quote=True))}</div>')
         else:

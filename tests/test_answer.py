@@ -1,0 +1,172 @@
+"""The answer shape (要点 / 依据 / 怎么做), its relevance gate, and the helpers it rests on.
+
+Unit tests build hits by hand (no model); the end-to-end ones use the shipped index.
+"""
+import re
+
+import pytest
+
+from rag.answer import answer_units, compose, question_intents, relevant_hits
+from rag.chunking import Chunk
+from rag.gaps import uncovered_terms
+from rag.retrieve import Hit, Retrieval, focus_question
+
+ART55 = ("经营者提供商品或者服务有欺诈行为的，应当按照消费者的要求增加赔偿其受到的损失，增加赔偿的金额为消费者购买商品的价款"
+         "或者接受服务的费用的三倍；增加赔偿的金额不足五百元的，为五百元。法律另有规定的，依照其规定。")
+ART148 = ("生产不符合食品安全标准的食品或者经营明知是不符合食品安全标准的食品，消费者除要求赔偿损失外，还可以向生产者或者经营者"
+          "要求支付价款十倍或者损失三倍的赔偿金；增加赔偿的金额不足一千元的，为一千元。但是，食品的标签、说明书存在不影响"
+          "食品安全且不会对消费者造成误导的瑕疵的除外。")
+LIST = ("下列商品不适用七日无理由退货规定：\n（一）消费者定作的商品；\n（二）鲜活易腐的商品；\n"
+        "（三）在线下载或者消费者拆封的音像制品、计算机软件等数字化商品；\n（四）交付的报纸、期刊。")
+
+
+def hit(text, *, title="中华人民共和国消费者权益保护法", section="第五十五条", kind="law", score=0.03, dense=0.9,
+        rank=1, source="laws/x.md"):
+    c = Chunk(id=f"{source}#{section}", source=source, title=title, kind=kind, section=section, heading_path=[section],
+              article=section, start=0, end=len(text), text=text)
+    return Hit(c, score, dense, 1.0, rank, 0.0)
+
+
+def retrieval(question, *hits, confidence=0.9):
+    from rag.keyword import tokenize
+
+    return Retrieval(list(hits), confidence, tokenize(question))
+
+
+def markers(text):
+    return {int(n) for n in re.findall(r"\[(\d+)\]", text)}
+
+
+def test_the_key_point_comes_first_and_keeps_the_minimum_that_follows_it():
+    a = compose("卖假货的能赔多少", retrieval("卖假货的能赔多少 欺诈 三倍", hit(ART55)), 0.5)
+    first = a.text.splitlines()[0]
+    assert first.startswith("要点：") and "三倍" in first and "不足五百元的，为五百元" in first
+
+
+def test_a_quoted_rule_keeps_its_minimum_and_its_exception():
+    a = compose("买到不合格食品能赔多少", retrieval("不合格 食品 赔 多少 十倍", hit(ART148, title="中华人民共和国食品安全法",
+                                                                    section="第一百四十八条")), 0.5)
+    assert "不足一千元的，为一千元" in a.text and "但是，食品的标签" in a.text
+
+
+def test_one_enumerated_item_is_quoted_when_one_answers():
+    long_tail = "消费者基于前款规定的商品，退货时应当完好。" * 6  # long enough not to be quoted whole
+    h = hit(LIST + "\n" + long_tail, title="网络购买商品七日无理由退货暂行办法", section="第六条")
+    a = compose("定作的商品能七天无理由退吗", retrieval("定作 商品 七日 无理由 退货", h), 0.5)
+    assert "（一）消费者定作的商品" in a.text
+    assert "鲜活易腐" not in a.text and "报纸" not in a.text
+
+
+def test_a_rule_from_another_domain_is_not_quoted_for_an_ordinary_product():
+    cup = hit("电子商务经营者应当承担商品运输中的风险和责任。", title="中华人民共和国电子商务法", section="第二十条")
+    food = hit("网络食品交易第三方平台提供者应当对入网食品经营者进行实名登记。", title="中华人民共和国食品安全法",
+               section="第六十二条", rank=2, score=0.029)
+    kept = relevant_hits("买的杯子到手就碎了怎么办", [cup, food])
+    assert kept == [cup]
+    assert relevant_hits("买的零食到手就发霉了怎么办", [cup, food]) == [cup, food]
+
+
+def test_a_passage_far_from_the_question_by_meaning_is_not_quoted():
+    best = hit(ART55, dense=0.92)
+    far = hit("违反本办法规定，构成犯罪的，依法追究刑事责任。", section="第五十六条", dense=0.80, rank=2, score=0.029)
+    assert relevant_hits("卖假货的能赔多少", [best, far]) == [best]
+
+
+def test_steps_come_from_a_project_guide_when_the_shopper_asks_what_to_do():
+    guide = hit("网购商品在运输途中摔坏的，由卖家承担商品运输中的风险和责任（依据：《电子商务法》第二十条）。\n\n"
+                "1. 先联系卖家说明商品损坏（依据：《电子商务法》第二十条）。\n2. 卖家拒绝的，可以向平台投诉（依据：《电子商务法》第六十一条）。",
+                title="网购商品运输途中损坏怎么办", section="快递送到时东西已经摔坏了，由谁来负责？", kind="howto",
+                source="guides/howto-transit-damage.md")
+    law = hit("电子商务经营者应当按照承诺或者与消费者约定的方式、时限向消费者交付商品或者服务，并承担商品运输中的风险和责任。",
+              title="中华人民共和国电子商务法", section="第二十条", rank=2, score=0.029)
+    a = compose("杯子到手就碎了，商家不认怎么办？", retrieval("杯子 碎了 商家 不认 运输 损坏", guide, law), 0.5)
+    lines = a.text.splitlines()
+    assert lines[0].startswith("要点：") and "由卖家承担" in lines[0]
+    assert "依据：" in lines and any("《中华人民共和国电子商务法》第二十条" in x for x in lines)
+    steps = lines[lines.index("怎么做：") + 1:]
+    assert [s[:2] for s in steps] == ["1.", "2."] and all(markers(s) for s in steps)
+    assert [s["text"][:6] for s in a.sections["steps"]] == ["先联系卖家说", "卖家拒绝的，"]
+
+
+def test_no_steps_are_added_when_the_shopper_does_not_ask_what_to_do():
+    guide = hit("可以，收件人有权当面验收（依据：《快递暂行条例》第二十五条）。\n\n1. 当面打开检查（依据：《快递暂行条例》第二十五条）。",
+                title="网购商品运输途中损坏怎么办", section="可以先验货再签收吗？", kind="howto")
+    a = compose("快递可以先验货再签收吗", retrieval("快递 验货 签收", guide), 0.5)
+    assert "怎么做：" not in a.text
+
+
+def test_a_guide_sentence_quoted_as_the_key_point_drops_the_bare_answer_word_of_its_own_heading():
+    guide = hit("可以，收件人有权当面验收（依据：《快递暂行条例》第二十五条）。", title="指南", section="能验货吗？", kind="howto")
+    a = compose("快递能不能当面验货", retrieval("快递 当面 验货", guide), 0.5)
+    assert a.text.startswith("要点：收件人有权当面验收")
+    (c,) = a.citations
+    (s,) = c.sentences
+    assert guide.chunk.text[s.start:s.end].strip() == s.text.strip()  # offsets still point at the quoted words
+
+
+def test_every_marker_points_at_a_citation_and_every_citation_is_marked():
+    a = compose("卖假货的能赔多少", retrieval("卖假货 赔 多少", hit(ART55), hit(ART148, section="第一百四十八条", rank=2)), 0.5)
+    assert markers(a.text) == {c.n for c in a.citations}
+
+
+def test_low_confidence_refuses_with_no_citations():
+    a = compose("红烧肉怎么做", retrieval("红烧肉", hit(ART55), confidence=0.2), 0.5)
+    assert a.refused and a.citations == [] and a.text.startswith("资料中没有找到")
+
+
+def test_a_named_gap_is_said_first_when_refusing_and_when_answering():
+    refused = compose("88VIP退货有什么特权", retrieval("88VIP 退货", hit(ART55), confidence=0.2), 0.5, uncovered=["88VIP"])
+    assert refused.refused and refused.text.startswith("资料中没有关于『88VIP』的规定")
+    answered = compose("88VIP退货有什么特权", retrieval("88VIP 退货", hit(ART55)), 0.5, uncovered=["88VIP"])
+    assert not answered.refused and answered.text.startswith("资料中没有关于『88VIP』的规定")
+    assert answered.sections["uncovered"] == ["88VIP"]
+
+
+@pytest.mark.parametrize("question, term", [("淘宝88VIP会员退货有什么特权", "88VIP"), ("美团准时宝怎么赔", "准时宝"),
+                                            ("闲鱼服务费要抽几个点", "服务费")])
+def test_names_the_sources_never_mention_are_found(question, term):
+    assert term in uncovered_terms(question, {"退货", "会员", "怎么", "闲鱼"})
+
+
+@pytest.mark.parametrize("question", ["淘宝买的杯子到手就碎了怎么办", "除了医药费还能多要吗", "网上买的衣服不喜欢能退吗"])
+def test_everyday_words_are_not_taken_for_uncovered_names(question):
+    assert uncovered_terms(question, set()) == []
+
+
+def test_question_intents_read_what_is_asked():
+    assert question_intents("卖假货的能赔多少") >= {"amount"}
+    assert question_intents("运费谁出") >= {"who"}
+    assert question_intents("退款要多久才到账") >= {"time"}
+    assert question_intents("商家一直拖着不退款怎么办") >= {"how"}
+
+
+def test_answer_units_keep_a_lead_in_with_its_items():
+    units = answer_units(LIST)
+    assert len(units) == 1 and units[0].text.startswith("下列商品") and "（四）交付的报纸、期刊" in units[0].text
+
+
+def test_answer_units_split_ordinary_sentences():
+    units = answer_units("第一句话在这里。第二句话也在这里；第三句。")
+    assert [u.text for u in units] == ["第一句话在这里。", "第二句话也在这里；", "第三句。"]
+
+
+def test_focus_question_takes_the_asking_clause_of_a_long_story():
+    story = ("上个月在网上买了一个电饭煲，用了两个星期以后内胆的涂层开始大片脱落。煮出来的饭里都是黑色的碎屑，"
+             "联系客服一直说在处理。这种情况我能要求退货吗？")
+    # the asking clause and the one before it, which usually names the trouble
+    assert focus_question(story) == "煮出来的饭里都是黑色的碎屑，联系客服一直说在处理。这种情况我能要求退货吗？"
+
+
+def test_focus_question_leaves_short_questions_alone():
+    assert focus_question("网上买的衣服不喜欢能退吗") is None
+
+
+def test_the_shipped_assistant_answers_the_cup_question_with_the_transit_rule_and_steps(assistant):
+    r = assistant.ask("淘宝买的杯子到手就碎了，商家不认怎么办？")
+    lines = r["answer"].splitlines()
+    assert lines[0].startswith("要点：") and "运输" in lines[0]
+    assert "怎么做：" in lines
+    kinds = {c["kind"] for c in r["citations"]}
+    assert "law" in kinds and "howto" in kinds
+    assert not any("食品" in c["title"] for c in r["citations"])
+    assert r["sections"]["key_point"]["n"] in {c["n"] for c in r["citations"]}
