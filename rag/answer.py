@@ -54,6 +54,9 @@ DOMAINS = {
                   re.compile(r"食品|药品|餐饮|食用农产品")),
     "car": (re.compile(r"汽车|新车|买车|购车|提车|车辆|轿车|4[sS]店|发动机|变速[箱器]|家用车"),
             re.compile(r"汽车|机动车|发动机|变速器")),
+    "phone": (re.compile(r"手机|移动电话"), re.compile(r"移动电话机")),
+    "computer": (re.compile(r"电脑|笔记本|台式机|计算机|平板"), re.compile(r"微型计算机")),
+    "audio_video": (re.compile(r"电视|音响|音箱|功放|影碟|家庭影院|投影|视听"), re.compile(r"家用视听")),
 }
 RANK_PRIOR = (1.0, 0.3, 0.0)  # the 要点 leans to the passage retrieval ranks first
 GATE_MARGIN = 0.035  # a passage this much less close (cosine) to the question than the best one is off-topic
