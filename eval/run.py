@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dump", help="write every config's answers as JSONL into this folder")
     args = p.parse_args(argv)
     base = Settings().with_(corpus_dir=args.corpus, index_dir=args.index)
-    from rag.cli import ensure_index
+    from rag.index import ensure_index
 
     ensure_index(base)
     questions = load_questions(Path(args.questions))

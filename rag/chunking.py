@@ -14,13 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from .documents import Document
+from .docbase import ARTICLE, PLAIN_ARTICLE, Document  # noqa: F401  (ARTICLE: re-exported)
+from .labels import BODY_SECTION
 
-CN_NUM = "零〇一二三四五六七八九十百千两"
-ARTICLE = re.compile(rf"^第[{CN_NUM}\d]+条(?:之[{CN_NUM}\d]+)?$")
 MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
-# "第X条" at the start of a line in plain text (no Markdown headings), followed by the article body.
-PLAIN_ARTICLE = re.compile(rf"^[ \t\u3000]*(第[{CN_NUM}\d]+条)(?=[ \t\u3000]|$)", re.M)
 SEPARATORS = ["\n\n", "\n", "。", "；", "！", "？", "，", ""]
 
 
@@ -104,7 +101,7 @@ def chunk_document(doc: Document, max_chars: int = 400, overlap: int = 40) -> li
         if s >= e:
             continue
         article = next((h for h in reversed(path) if ARTICLE.match(h)), None)
-        section = article or (path[-1] if path else "正文")
+        section = article or (path[-1] if path else BODY_SECTION)
         pieces = [(s, e)]
         if e - s > max_chars:
             pieces = []

@@ -25,41 +25,15 @@ def _settings(args) -> Settings:
     return Settings().with_(corpus_dir=args.corpus, index_dir=args.index)
 
 
-def _progress_bar(desc: str):
-    from tqdm import tqdm
-
-    bar = None
-
-    def update(done: int, total: int):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, desc=desc, unit="片段", file=sys.stderr, dynamic_ncols=True)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
-
-
 def cmd_index(args) -> int:
-    from .index import build_index
+    from .index import build_index, progress_bar
 
     s = _settings(args)
     if not s.corpus_dir.is_dir():
         raise UserError(f"知识库文件夹不存在：{s.corpus_dir}")
-    report = build_index(s, progress=_progress_bar("计算向量"), strict=args.strict, wait=args.wait)
+    report = build_index(s, progress=progress_bar("计算向量"), strict=args.strict, wait=args.wait)
     print(report.summary(), file=sys.stderr)
     return 0
-
-
-def ensure_index(s: Settings) -> None:
-    """Build the index on first run so that `make run` works on a fresh clone."""
-    from .index import build_index, current_version
-
-    if current_version(s.index_dir) is None:
-        print(f"还没有索引，正在从 {s.corpus_dir} 建立（首次约需一两分钟）…", file=sys.stderr)
-        report = build_index(s, progress=_progress_bar("计算向量"), wait=True)
-        print(report.summary(), file=sys.stderr)
 
 
 def format_answer(result: dict) -> str:
@@ -74,6 +48,58 @@ def format_answer(result: dict) -> str:
         out.append(f"[{p['n']}] 《{p['title']}》{section_label(p['section'])}（{kind_label(p['kind'])}，{p['source']}）")
         out.append("    " + p["text"].replace("\n", "\n    "))
     return "\n".join(out)
+
+
+def question_text(value, where: str = "问题") -> str:
+    """A question as read from argv or a --batch line: text that can be written out as UTF-8.
+
+    Why here: argv bytes that are not UTF-8 (random bytes, a GBK terminal) arrive as lone
+    surrogates, and JSON can carry them too ("\\udcff") or a number or a list; each would crash
+    the encoder or the output. ``None`` is left to ``validate_question`` (an empty question)."""
+    from .pipeline import QuestionError
+
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise QuestionError(f"{where}应为一段文字（JSON 字符串），收到的是{_JSON_TYPE.get(type(value), '其他类型')}。")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QuestionError(f"{where}含有无法识别的字符（不是有效的 UTF-8 文字），请检查终端或文件的编码。") from None
+    return value
+
+
+_JSON_TYPE = {int: "数字", float: "数字", bool: "真假值", list: "列表", dict: "对象"}
+
+
+def _printable(value):
+    """``value`` for a JSON output line: a string with lone surrogates is shown escaped instead of crashing."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+
+
+def _read_batch(path: Path) -> list[tuple[object, object]]:
+    """(id, raw question) for each non-empty line; a line that is not a JSON object with a
+    question field stops the batch before the model loads (a malformed file, not a bad question)."""
+    if not path.exists():
+        raise UserError(f"找不到问题文件：{path}")
+    if path.is_dir():
+        raise UserError(f"问题文件 {path} 是一个文件夹，请指定一个 JSONL 文件")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except PermissionError:
+        raise UserError(f"没有读取问题文件 {path} 的权限") from None
+    except UnicodeDecodeError:
+        raise UserError(f"问题文件 {path} 不是 UTF-8 编码的文本（GBK 等编码请先转成 UTF-8，二进制文件不能作为问题文件）") from None
+    items = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            items.append((obj.get("id", lineno), obj["question"]))
+        except (ValueError, KeyError, AttributeError):
+            raise UserError(f"{path} 第 {lineno} 行不是含 question 字段的 JSON") from None
+    return items
 
 
 def cmd_ask(args) -> int:
@@ -93,32 +119,24 @@ def cmd_ask(args) -> int:
         if llm is None:
             raise UserError("未配置大模型：请设置 RAG_LLM_BASE_URL 和 RAG_LLM_MODEL（密钥放在 RAG_LLM_API_KEY），或用 --llm-config 指定配置文件")
     if args.batch:
-        path = Path(args.batch)
-        if not path.exists():
-            raise UserError(f"找不到问题文件：{path}")
-        items = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                items.append((obj.get("id", lineno), obj["question"]))
-            except (ValueError, KeyError, AttributeError):
-                raise UserError(f"{path} 第 {lineno} 行不是含 question 字段的 JSON") from None
+        items = _read_batch(Path(args.batch))
         assistant = Assistant(s, llm=llm)
         from tqdm import tqdm
 
         for qid, q in tqdm(items, desc="回答问题", file=sys.stderr, disable=args.quiet):
+            qid = _printable(qid)
             try:
-                result = assistant.ask(q, k=args.k, qid=qid, use_llm=args.llm)
+                result = assistant.ask(question_text(q), k=args.k, qid=qid, use_llm=args.llm)
             except QuestionError as e:
-                result = {"id": qid, "question": q, "error": str(e), "answer": "", "refused": True,
+                result = {"id": qid, "question": _printable(q), "error": str(e), "answer": "", "refused": True,
                           "citations": [], "retrieved": [], "timings_ms": {}}
             print(json.dumps(result, ensure_ascii=False), flush=True)
         return 0
     if not args.question:
         raise UserError("请提供问题，例如：rag ask \"网上买的衣服不喜欢能退吗\"")
-    question = " ".join(args.question)
+    question = question_text(" ".join(args.question))
+    if args.id is not None:
+        question_text(args.id, where="--id ")
     from .pipeline import validate_question
 
     validate_question(question, s.max_question_chars)  # fail fast, before loading the model
@@ -129,18 +147,14 @@ def cmd_ask(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from .index import ensure_index
+
     s = _settings(args)
     ensure_index(s)
     from ui.app import launch
 
     launch(s, host=args.host, port=args.port)
     return 0
-
-
-def cmd_eval(args) -> int:
-    from eval.run import main as eval_main
-
-    return eval_main(args.rest)
 
 
 def cmd_feedback(args) -> int:
@@ -182,9 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--port", type=int, default=7860)
     ps.set_defaults(func=cmd_serve)
 
+    # Listed for --help only: main() hands `rag eval …` to eval.run before parsing.
     pe = sub.add_parser("eval", help="运行评测（参数见 python -m eval.run --help）")
     pe.add_argument("rest", nargs=argparse.REMAINDER)
-    pe.set_defaults(func=cmd_eval)
 
     pf = sub.add_parser("feedback", parents=[common], help="导出网页上收集的 👍/👎 反馈")
     pf.add_argument("action", choices=["export"])

@@ -8,8 +8,9 @@ maintainer can read. Headings that the format marks explicitly (``<h2>``,
 Word's 标题 2 style) are recorded in ``Document.headings`` with offsets into
 that text; law articles ("第一条　……" at the start of a line) become
 article headings either here (when the file also has explicit headings) or by
-the plain-text rule in ``rag.chunking`` (when it has none). Every failure is a
-``DocumentError`` whose Chinese message names the file.
+the plain-text rule in ``rag.chunking`` (when it has none; both use the patterns
+of ``rag.docbase``). Every failure is a ``DocumentError`` whose Chinese message
+names the file.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-from .documents import Document, DocumentError, _guess_kind, _title_from_name, decode_bytes
+from .docbase import ARTICLE, PLAIN_ARTICLE, Document, DocumentError, decode_bytes, guess_kind, title_from_name
 
 # One line of produced text: (text, heading level or 0 for body text).
 Line = tuple[str, int]
@@ -77,8 +78,6 @@ def _build(lines: list[Line], explicit_headings: bool) -> tuple[str, list[tuple[
     full = "".join(parts)
     if not explicit_headings or not heads:
         return full, None
-    from .chunking import ARTICLE, PLAIN_ARTICLE
-
     explicit = list(heads)
     for m in PLAIN_ARTICLE.finditer(full):
         if any(a <= m.start(1) < b for a, b in spans):
@@ -259,10 +258,10 @@ def load_html(path: Path, rel: str) -> Document:
         raise DocumentError(f"{rel}: 网页无法解析（{e}）") from e
     title = _clean_inline("".join(parser.title_parts))
     if not title:
-        title = next((t for t, lv in parser.lines if lv == 1), "") or _title_from_name(Path(path))
+        title = next((t for t, lv in parser.lines if lv == 1), "") or title_from_name(Path(path))
     has_headings = any(lv for _, lv in parser.lines)
     full, heads = _build(parser.lines, has_headings)
-    return Document(source=rel, title=title, kind=_guess_kind({}, rel), text=full,
+    return Document(source=rel, title=title, kind=guess_kind({}, rel), text=full,
                     meta={"format": "html"}, headings=heads)
 
 
@@ -295,7 +294,7 @@ def load_pdf(path: Path, rel: str) -> Document:
     if not any(p.strip() for p in pages):
         raise DocumentError(f"{rel}: PDF 没有文字层（可能是扫描件），无法索引")
     full = "\n\n".join(p for p in pages if p.strip())
-    return Document(source=rel, title=title or _title_from_name(Path(path)), kind=_guess_kind({}, rel),
+    return Document(source=rel, title=title or title_from_name(Path(path)), kind=guess_kind({}, rel),
                     text=full, meta={"format": "pdf", "pages": len(pages)}, headings=None)
 
 
@@ -418,8 +417,8 @@ def load_docx(path: Path, rel: str) -> Document:
         title = _clean_inline(d.core_properties.title or "")
     except Exception as e:  # BadZipFile, KeyError, PackageNotFoundError, lxml errors...
         raise DocumentError(f"{rel}: DOCX 文件损坏，无法读取") from e
-    title = title or (first_title[0] if first_title else "") or _title_from_name(Path(path))
+    title = title or (first_title[0] if first_title else "") or title_from_name(Path(path))
     has_headings = any(lv for _, lv in lines)
     full, heads = _build(lines, has_headings)
-    return Document(source=rel, title=title, kind=_guess_kind({}, rel), text=full,
+    return Document(source=rel, title=title, kind=guess_kind({}, rel), text=full,
                     meta={"format": "docx"}, headings=heads)

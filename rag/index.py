@@ -22,7 +22,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +34,8 @@ import numpy as np
 
 from .chunking import Chunk, chunk_document
 from .config import Settings
-from .documents import DocumentError, discover, load_document
+from .docbase import top_folder
+from .documents import DocumentError, discover, guess_kind, load_document
 from .embed_cache import open_cache
 from .keyword import KeywordIndex
 
@@ -46,6 +49,12 @@ HNSW_EF_SEARCH = 128
 # 1M), while IVF trains on a 100k sample and builds 1M in about a minute. nprobe 48 is one step above the
 # smallest setting that reached recall@10 ≥ 0.95 at 100k and 1M in eval/bench.py (32), for margin.
 IVF_NPROBE = 48
+REBUILD = "请运行 `rag index` 重新建立索引"
+# What CURRENT may name: a version folder written by build_index (no path separators, no ..).
+VERSION_NAME = re.compile(r"v-[0-9A-Za-z_-]+")
+# Folders whose files win when two files have the same content (see README: laws/ and guides/).
+CANONICAL_FOLDERS = ("laws", "guides")
+STRICT_HINT = "（用 `rag index --strict` 可让这类问题直接失败）"
 
 
 def ivf_train_size(n: int, nlist: int) -> int:
@@ -71,6 +80,11 @@ class BuildReport:
     seconds: float = 0.0
     version: str = ""
     unchanged: bool = False
+    # Corpus problems a maintainer must not miss (a law left out, two copies of one document):
+    # printed as 警告 lines; ``strict`` turns them into failures.
+    warnings: list[str] = field(default_factory=list)
+    # What the build repaired on its own (previous vectors that failed their check): 注意 lines.
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [
@@ -79,6 +93,10 @@ class BuildReport:
         ]
         for name, why in self.skipped:
             lines.append(f"  跳过 {name}: {why}")
+        lines += [f"注意：{n}" for n in self.notes]
+        lines += [f"警告：{w}" for w in self.warnings]
+        if self.warnings:
+            lines.append(STRICT_HINT)
         return "\n".join(lines)
 
 
@@ -104,17 +122,38 @@ class LoadedIndex:
 
 
 def current_version(index_dir: Path) -> Path | None:
-    cur = Path(index_dir) / "CURRENT"
-    try:
-        name = cur.read_text().strip()
-    except FileNotFoundError:
-        return None
+    """The serving version's folder; None when there is none or CURRENT is unreadable (a rebuild
+    then starts afresh and rewrites it: see ``load_index`` for the message a reader gets)."""
+    name = _read_current(Path(index_dir))
     return Path(index_dir) / name if name else None
+
+
+def _read_current(index_dir: Path) -> str | None:
+    try:
+        data = (index_dir / "CURRENT").read_bytes()
+    except OSError:  # missing, or index_dir is a file (NotADirectoryError)
+        return None
+    try:
+        name = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    return name if VERSION_NAME.fullmatch(name) else None
+
+
+def check_index_dir(index_dir: Path) -> None:
+    if Path(index_dir).exists() and not Path(index_dir).is_dir():
+        raise IndexError_(f"索引位置 {index_dir} 是一个文件，不是文件夹；请用 --index 指定一个文件夹")
 
 
 @contextmanager
 def build_lock(index_dir: Path, wait: bool = False):
-    index_dir.mkdir(parents=True, exist_ok=True)
+    check_index_dir(index_dir)
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise IndexError_(f"无法建立索引文件夹 {index_dir}：路径中有一段是文件而不是文件夹") from None
+    except PermissionError:
+        raise IndexError_(f"没有权限建立索引文件夹 {index_dir}") from None
     with open(index_dir / ".lock", "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -187,48 +226,94 @@ def tune_search(index) -> None:
         ivf.nprobe = IVF_NPROBE
 
 
+def _canonical_order(paths: list[Path], corpus_dir: Path) -> list[Path]:
+    """Files in laws/ and guides/ first: of two identical files, the one where documents belong is kept."""
+    return sorted(paths, key=lambda p: (top_folder(p.relative_to(corpus_dir).as_posix()) not in CANONICAL_FOLDERS, p))
+
+
 def collect_chunks(settings: Settings, strict: bool = False):
-    docs, chunks, skipped, hashes = [], [], [], {}
+    """Load and chunk every corpus file. Returns (docs, chunks, skipped, hashes, warnings); a file
+    that cannot be indexed is skipped with its reason (``strict``: raises instead), and a law left
+    out or a second copy of a document is also a warning (``strict``: raises too)."""
+    docs, chunks, skipped, hashes, warnings = [], [], [], {}, []
     seen_content: dict[str, str] = {}
-    for path in discover(settings.corpus_dir):
+    by_title: dict[str, str] = {}
+    for path in _canonical_order(discover(settings.corpus_dir), settings.corpus_dir):
         rel = path.relative_to(settings.corpus_dir).as_posix()
+        doc = None
         try:
             doc = load_document(path, settings.corpus_dir, settings.max_file_bytes)
             if doc.content_hash in seen_content:
-                raise DocumentError(f"{rel}: 与 {seen_content[doc.content_hash]} 内容完全相同，已跳过重复文档")
+                first = seen_content[doc.content_hash]
+                warnings.append(f"{rel} 是 {first} 的重复副本（《{doc.title}》），已跳过副本；请删除其中一份")
+                raise DocumentError(f"{rel}: 与 {first} 内容完全相同，已跳过重复文档")
             doc_chunks = chunk_document(doc, settings.chunk_max_chars, settings.chunk_overlap)
             if not doc_chunks:
                 raise DocumentError(f"{rel}: 没有切分出任何片段")
         except DocumentError as e:
             if strict:
                 raise
-            skipped.append((rel, str(e).split(": ", 1)[-1]))
+            why = str(e).split(": ", 1)[-1]
+            skipped.append((rel, why))
+            lost = doc is None or doc.content_hash not in seen_content  # a duplicate's text is indexed
+            if lost and (doc.kind if doc is not None else guess_kind({}, rel)) == "law":
+                warnings.append(f"法律文件 {rel} 没有进入索引：{why}；问答中将缺少它的条文")
             continue
         except Exception as e:  # a broken file must not stop the rest of the corpus
             if strict:
                 raise DocumentError(f"{rel}: 无法读取（{e}）") from e
             skipped.append((rel, f"无法读取（{type(e).__name__}: {e}）"))
             continue
+        if doc.title in by_title:
+            same = f"与 {by_title[doc.title]} 标题相同（《{doc.title}》）但内容不同"
+            if strict:
+                raise DocumentError(f"{rel}: {same}，请删除多余的一份")
+            warnings.append(f"{rel} {same}，两份都已索引，回答可能引用其中过时的一份；请删除多余的一份")
+        by_title.setdefault(doc.title, rel)
         seen_content[doc.content_hash] = rel
-        hashes[rel] = doc.content_hash
+        hashes[doc.source] = doc.content_hash
         docs.append(doc)
         for c in doc_chunks:
             c.id = f"{len(chunks)}"
             chunks.append(c)
-    return docs, chunks, skipped, hashes
+    return docs, chunks, skipped, hashes, warnings
 
 
-def _previous_vectors(index_dir: Path, model_id: str) -> dict[str, np.ndarray]:
+def _previous_vectors(index_dir: Path, model_id: str) -> tuple[dict[str, np.ndarray], str | None]:
+    """Vectors of the serving version by key, and a note when they could not be trusted.
+
+    Why verified: vectors are reused by every later rebuild, so one damaged ``vectors.npy``
+    reused unchecked would live on in every version. Its digest (and that of ``keys.json``) in
+    the manifest must match before any of it is reused; otherwise everything is embedded anew.
+    """
     prev = current_version(index_dir)
+    if prev is None:
+        return {}, None
     try:
-        manifest = json.loads((prev / "manifest.json").read_text())
-        if manifest.get("model_id") != model_id:
-            return {}
-        keys = json.loads((prev / "keys.json").read_text())
-        vecs = np.load(prev / "vectors.npy")
-        return dict(zip(keys, vecs)) if len(keys) == len(vecs) else {}
-    except Exception:
-        return {}
+        manifest = json.loads((prev / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, None
+    if not isinstance(manifest, dict) or manifest.get("model_id") != model_id:
+        return {}, None
+    digests = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    for name in ("vectors.npy", "keys.json"):
+        if name == "keys.json" and name not in digests:
+            continue  # versions built before keys.json had a digest
+        try:
+            ok = _file_digest(prev / name) == digests.get(name)
+        except OSError:
+            ok = False
+        if not ok:
+            return {}, (f"上一版索引的 {name} 已损坏（与清单中的校验值不符），其中的向量没有复用，"
+                        f"已改从向量缓存取回或重新计算")
+    try:
+        keys = json.loads((prev / "keys.json").read_text(encoding="utf-8"))
+        vecs = np.load(prev / "vectors.npy", allow_pickle=False)
+    except (OSError, ValueError):
+        return {}, None
+    if not isinstance(keys, list) or vecs.ndim != 2 or len(keys) != len(vecs):
+        return {}, None
+    return dict(zip(keys, vecs)), None
 
 
 def _previous_tokens(index_dir: Path) -> dict[str, list[str]]:
@@ -301,14 +386,14 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
     t0 = time.time()
     index_dir = Path(settings.index_dir)
     with build_lock(index_dir, wait=wait):
-        docs, chunks, skipped, hashes = collect_chunks(settings, strict=strict)
+        docs, chunks, skipped, hashes, warnings = collect_chunks(settings, strict=strict)
         if not docs:
             raise DocumentError(f"知识库文件夹 {settings.corpus_dir} 里没有可索引的文档")
         tq_hashes = load_typical_questions(settings, chunks)
         from .embedding import get_embedder, model_id_for
 
         model_id = embedder.model_id if embedder is not None else model_id_for(settings)
-        old = _previous_vectors(index_dir, model_id)
+        old, damaged = _previous_vectors(index_dir, model_id)
         entries, owners = entries_for(chunks)
         keys = [text_hash(model_id, ("Q\x00" if is_q else "P\x00") + t) for t, is_q in entries]
         todo = [i for i, k in enumerate(keys) if k not in old]
@@ -360,7 +445,7 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
         KeywordIndex(KEYWORD_MODE).build_from_tokens(text_tokens).save(tmp / "bm25")
         KeywordIndex(KEYWORD_MODE).build_from_tokens(
             [a + b for a, b in zip(text_tokens, question_tokens)]).save(tmp / "bm25q")
-        (tmp / "tokens.json").write_text(json.dumps(used, ensure_ascii=False))
+        (tmp / "tokens.json").write_text(json.dumps(used, ensure_ascii=False), encoding="utf-8")
         manifest = {
             "format": FORMAT_VERSION,
             "model_id": model_id,
@@ -372,20 +457,22 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
                                      "chunks": sum(1 for c in chunks if c.source == d.source)} for d in docs},
             "typical_questions": tq_hashes,
             "skipped": [{"file": f, "reason": r} for f, r in skipped],
+            "warnings": warnings,
             "chunks": len(chunks),
             "entries": len(entries),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "files": {name: _file_digest(tmp / name)
-                      for name in ("chunks.jsonl", "vectors.npy", "owners.npy", "dense.faiss", "questions.faiss")},
+            "files": {name: _file_digest(tmp / name) for name in
+                      ("chunks.jsonl", "vectors.npy", "keys.json", "owners.npy", "dense.faiss", "questions.faiss")},
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
         load_version(tmp, settings, model_id=model_id)  # verify before switching
         final = index_dir / version
         os.replace(tmp, final)
         _switch_current(index_dir, version)
         _cleanup(index_dir, keep=version)
     report = BuildReport(documents=len(docs), chunks=len(chunks), reused=len(entries) - len(todo),
-                         embedded=len(todo), skipped=skipped, seconds=time.time() - t0, version=version)
+                         embedded=len(todo), skipped=skipped, seconds=time.time() - t0, version=version,
+                         warnings=warnings, notes=[damaged] if damaged else [])
     return report
 
 
@@ -421,22 +508,25 @@ def _cleanup(index_dir: Path, keep: str, keep_old: int = 1) -> None:
 def load_version(path: Path, settings: Settings, model_id: str | None = None) -> LoadedIndex:
     import faiss
 
-    rebuild = "请运行 `rag index` 重新建立索引"
+    rebuild = REBUILD
     mpath = path / "manifest.json"
-    if not mpath.exists():
+    if not mpath.is_file():
         raise IndexError_(f"索引不完整（缺少 manifest.json）：{path}。{rebuild}")
     try:
-        manifest = json.loads(mpath.read_text())
-    except ValueError:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         raise IndexError_(f"索引清单已损坏：{mpath}。{rebuild}") from None
+    files = manifest.get("files", {}) if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise IndexError_(f"索引清单已损坏（内容不是预期的格式）：{mpath}。{rebuild}")
     if manifest.get("format") != FORMAT_VERSION:
         raise IndexError_(f"索引格式版本不符。{rebuild}")
     if manifest.get("chunker") != settings.chunker_id():
         raise IndexError_(f"索引是用另一套切分设置建立的。{rebuild}")
     if model_id is not None and manifest.get("model_id") != model_id:
         raise IndexError_(f"索引是用另一个向量模型（{manifest.get('model_id')}）建立的。{rebuild}")
-    for name, digest in manifest.get("files", {}).items():
-        if not (path / name).exists() or _file_digest(path / name) != digest:
+    for name, digest in files.items():
+        if not (path / name).is_file() or _file_digest(path / name) != digest:
             raise IndexError_(f"索引文件 {name} 已损坏或被截断。{rebuild}")
     try:
         chunks = _load_chunks(path / "chunks.jsonl")
@@ -460,7 +550,40 @@ def load_version(path: Path, settings: Settings, model_id: str | None = None) ->
 
 
 def load_index(settings: Settings, model_id: str | None = None) -> LoadedIndex:
-    path = current_version(settings.index_dir)
-    if path is None or not path.exists():
-        raise IndexError_(f"在 {settings.index_dir} 没有找到索引。请先运行 `rag index` 建立索引")
+    index_dir = Path(settings.index_dir)
+    check_index_dir(index_dir)
+    path = current_version(index_dir)
+    if path is None and (index_dir / "CURRENT").exists():
+        raise IndexError_(f"索引的版本指针文件 {index_dir / 'CURRENT'} 已损坏。{REBUILD}")
+    if path is None or not path.is_dir():
+        raise IndexError_(f"在 {index_dir} 没有找到索引。请先运行 `rag index` 建立索引")
     return load_version(path, settings, model_id=model_id)
+
+
+def progress_bar(desc: str):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr (for the command line)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="片段", file=sys.stderr, dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def ensure_index(settings: Settings) -> BuildReport | None:
+    """Build the index when there is none (or its CURRENT is unreadable), so that `make run`,
+    `rag serve` and `rag eval` work on a fresh clone. Says so on stderr; returns the report."""
+    path = current_version(settings.index_dir)
+    if path is not None and path.is_dir():
+        return None
+    print(f"还没有索引，正在从 {settings.corpus_dir} 建立（首次约需一两分钟）…", file=sys.stderr)
+    report = build_index(settings, progress=progress_bar("计算向量"), wait=True)
+    print(report.summary(), file=sys.stderr)
+    return report
