@@ -147,14 +147,38 @@ def cmd_ask(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from .auth import AdminPassword, AuthConfigError, check_exposure
     from .index import ensure_index
 
     s = _settings(args)
+    try:
+        admin = AdminPassword.from_env()
+        check_exposure(args.host, admin)  # before building anything
+    except AuthConfigError as e:
+        raise UserError(str(e)) from None
     ensure_index(s)
-    from ui.app import launch
+    from ui.server import serve
 
-    launch(s, host=args.host, port=args.port)
+    serve(s, host=args.host, port=args.port, admin=admin)
     return 0
+
+
+def cmd_keys(args) -> int:
+    from .auth import AuthConfigError, keys_command
+
+    try:
+        return keys_command(args, _settings(args))
+    except AuthConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def cmd_hash_password(args) -> int:
+    from .auth import AuthConfigError, hash_password_command
+
+    try:
+        return hash_password_command(args)
+    except AuthConfigError as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_feedback(args) -> int:
@@ -191,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("-q", "--quiet", action="store_true")
     pa.set_defaults(func=cmd_ask)
 
-    ps = sub.add_parser("serve", parents=[common], help="启动网页（必要时先建立索引）")
+    ps = sub.add_parser("serve", parents=[common], help="启动网页和 HTTP API（必要时先建立索引）")
     ps.add_argument("--host", default="127.0.0.1")
     ps.add_argument("--port", type=int, default=7860)
     ps.set_defaults(func=cmd_serve)
@@ -199,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed for --help only: main() hands `rag eval …` to eval.run before parsing.
     pe = sub.add_parser("eval", help="运行评测（参数见 python -m eval.run --help）")
     pe.add_argument("rest", nargs=argparse.REMAINDER)
+
+    pk = sub.add_parser("keys", parents=[common], help="管理 HTTP API 密钥（只保存摘要，在索引文件夹的 api_keys.json）")
+    pk.add_argument("action", choices=["create", "list", "revoke"])
+    pk.add_argument("key_id", nargs="?", help="revoke：要吊销的密钥编号（见 rag keys list）")
+    pk.add_argument("--name", default="", help="create：备注名，例如使用它的系统")
+    pk.add_argument("--role", choices=["ask", "admin"], default="ask", help="create：ask 只能提问；admin 还能管理知识库")
+    pk.add_argument("--json", action="store_true", help="list：输出 JSON")
+    pk.set_defaults(func=cmd_keys)
+
+    ph = sub.add_parser("hash-password", help="生成管理员密码的哈希，用作 RAG_ADMIN_PASSWORD_HASH")
+    ph.set_defaults(func=cmd_hash_password)
 
     pf = sub.add_parser("feedback", parents=[common], help="导出网页上收集的 👍/👎 反馈")
     pf.add_argument("action", choices=["export"])

@@ -63,10 +63,19 @@ class Settings:
     # Encoder runtime: "auto" = ONNX Runtime when the model exports cleanly, else torch; "onnx" | "torch" force one.
     encoder: str = field(default_factory=lambda: os.environ.get("RAG_ENCODER", "auto"))
     threads: int = field(default_factory=lambda: int(os.environ.get("RAG_THREADS", "0")))  # 0 = onnx 2, torch 1
+    # Server (rag serve). The administrator password is read by rag/auth.py from RAG_ADMIN_PASSWORD_HASH
+    # (from `rag hash-password`) or RAG_ADMIN_PASSWORD, never stored here (settings end up in reports).
+    api_keys_file: Path | None = None  # API keys (hashed); None = <index_dir>/api_keys.json
+    # True: /api/v1/ask and /v1/chat/completions need a key too (RAG_API_REQUIRE_KEY=1); admin endpoints always do.
+    api_require_key: bool = field(default_factory=lambda: os.environ.get("RAG_API_REQUIRE_KEY", "").strip().lower()
+                                  in ("1", "true", "yes", "on"))
+    # Largest file accepted per upload (web app and API), RAG_MAX_UPLOAD_MB; the indexer's own limit is max_file_bytes.
+    max_upload_bytes: int = field(default_factory=lambda: int(float(os.environ.get("RAG_MAX_UPLOAD_MB", "5")) * 1024 * 1024))
+    admin_session_hours: float = 8.0  # a web-app administrator login lasts this long
 
     def with_(self, **changes) -> "Settings":
         changes = {k: v for k, v in changes.items() if v is not None}
-        for key in ("corpus_dir", "index_dir", "cache_dir", "embedding_cache"):
+        for key in ("corpus_dir", "index_dir", "cache_dir", "embedding_cache", "api_keys_file"):
             if key in changes:
                 changes[key] = Path(changes[key]).expanduser().resolve()
         return replace(self, **changes)

@@ -12,21 +12,23 @@ citation that would lend it false authority. Any failure of the service
 the extractive answer with a notice, so the assistant never gets worse than
 it is without an LLM.
 
-Only the standard library is used for HTTP (``http.client``), so there is no
-new dependency. The API key is read from an environment variable at call time
-and never stored, logged, repr'd or put into an error message.
+HTTP goes through the maintained ``openai`` SDK (its pooled client copes with
+HTTP/1.0, ``Connection: close``, chunked and kept-alive servers; retries are
+off). The API key is read from an environment variable at call time and never
+stored, logged, repr'd or put into an error message.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import logging
 import os
+import queue
 import re
-import socket
 import ssl
+import threading
 import time
-import http.client
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
@@ -238,13 +240,15 @@ def _scrub(text: str, key: str | None) -> str:
 
 
 def complete(config: LLMConfig, messages: list[dict], on_token: Callable[[str], None] | None = None) -> str:
-    """POST {base_url}/chat/completions and return the answer text.
+    """POST {base_url}/chat/completions through the ``openai`` SDK and return the answer text.
 
     With ``config.stream`` the reply is read as server-sent events and ``on_token`` gets each
     ``choices[0].delta.content`` piece in order; the return value is their concatenation.
     Without streaming, ``on_token`` (if given) gets the whole text once. ``config.timeout_s``
     bounds the *whole* call, not just each socket read, so a server that trickles bytes
-    can't hold a shopper's question hostage. Every failure raises ``LLMError``.
+    can't hold a shopper's question hostage: the request runs in a worker thread and this
+    thread stops waiting at the deadline. ``on_token`` is called in the caller's thread.
+    Every failure raises ``LLMError``.
     """
     key = config.api_key()
     try:
@@ -256,94 +260,178 @@ def complete(config: LLMConfig, messages: list[dict], on_token: Callable[[str], 
         raise
 
 
+_CLIENTS: dict[tuple, object] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _client(config: LLMConfig, key: str | None):
+    """One SDK client (and so one pool of kept-alive connections) per endpoint, timeout and key.
+
+    The key is part of the cache key only as a digest; retries are off (a retry would
+    double the shopper's wait, and the extractive answer is the fallback anyway)."""
+    import openai
+
+    ident = (config.base_url, float(config.timeout_s), hashlib.sha256((key or "").encode("utf-8")).hexdigest())
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(ident)
+        if client is None:
+            if len(_CLIENTS) >= 8:  # configurations come and go in tests; keep the pool small
+                for old in _CLIENTS.values():
+                    old.close()
+                _CLIENTS.clear()
+            # Without a key no Authorization header is sent (see _request); the SDK wants a value.
+            client = openai.OpenAI(base_url=config.base_url, api_key=key or "no-key", max_retries=0,
+                                   timeout=float(config.timeout_s), default_headers={"User-Agent": "shouhou-rag"})
+            _CLIENTS[ident] = client
+    return client
+
+
+class _Cancelled(Exception):
+    """The caller stopped waiting (deadline); the worker drops the rest of the reply."""
+
+
 def _complete(config: LLMConfig, messages, on_token, key) -> str:
-    url = urlsplit(config.base_url)
-    path = (url.path.rstrip("/") or "") + "/chat/completions"
-    body = json.dumps({"model": config.model, "messages": messages, "max_tokens": int(config.max_tokens),
-                       "temperature": config.temperature, "stream": bool(config.stream)},
-                      ensure_ascii=False).encode("utf-8")
-    headers = {"Content-Type": "application/json; charset=utf-8",
-               "Accept": "text/event-stream" if config.stream else "application/json",
-               "User-Agent": "shouhou-rag"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
     timeout = float(config.timeout_s)
     deadline = time.monotonic() + timeout
-    port = url.port
-    if url.scheme == "https":
-        conn = http.client.HTTPSConnection(url.hostname, port, timeout=timeout,
-                                           context=ssl.create_default_context())
-    else:
-        conn = http.client.HTTPConnection(url.hostname, port, timeout=timeout)
-    where = _safe_url(config.base_url)
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    cancelled = threading.Event()
+    client = _client(config, key)
 
-    def remaining() -> float:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("deadline")
-        return left
+    def emit(piece: str) -> None:
+        if cancelled.is_set():
+            raise _Cancelled
+        events.put(("token", piece))
 
+    def work() -> None:
+        try:
+            events.put(("done", _request(client, config, messages, key, emit, cancelled)))
+        except BaseException as e:  # handed to the caller, which turns it into an LLMError
+            events.put(("error", e))
+
+    threading.Thread(target=work, name="llm-request", daemon=True).start()
     try:
-        conn.request("POST", path, body, headers)
-        sock = conn.sock
-        sock.settimeout(remaining())
-        resp = conn.getresponse()
-        if resp.status >= 400:
-            _raise_http(resp, sock, remaining, key)
-        ctype = (resp.getheader("Content-Type") or "").lower()
-        if config.stream and "json" not in ctype:
-            return _read_stream(resp, sock, remaining, on_token)
-        data = _read_all(resp, sock, remaining)
-        text = _parse_completion(data)
-        if on_token is not None:
-            on_token(text)
-        return text
-    except LLMError:
-        raise
-    except (socket.timeout, TimeoutError):
-        raise LLMError(f"大模型服务响应超时（超过 {timeout:g} 秒）。", "timeout") from None
-    except ConnectionRefusedError:
-        raise LLMError(f"无法连接大模型服务（{where}）：连接被拒绝。", "connect") from None
-    except ssl.SSLError as e:
-        raise LLMError(f"与大模型服务（{where}）的加密连接失败：{type(e).__name__}。", "connect") from None
-    except http.client.HTTPException as e:
-        raise LLMError(f"大模型服务（{where}）的响应不完整或格式有误：{type(e).__name__}。", "bad_response") from None
-    except OSError as e:  # DNS failure, reset, unreachable network…
-        reason = e.strerror or type(e).__name__
-        raise LLMError(f"无法连接大模型服务（{where}）：{reason}。", "connect") from None
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise queue.Empty
+                kind, value = events.get(timeout=left)
+            except queue.Empty:
+                raise LLMError(f"大模型服务响应超时（超过 {timeout:g} 秒）。", "timeout") from None
+            if kind == "token":
+                if on_token is not None:
+                    on_token(value)
+            elif kind == "done":
+                return value
+            else:
+                raise _llm_error(value, _safe_url(config.base_url), timeout, key) from None
     finally:
-        conn.close()
+        cancelled.set()  # whatever ended the wait (deadline, error, on_token raising), the worker stops reading
 
 
-def _read_all(resp, sock, remaining, limit: int = MAX_RESPONSE_BYTES) -> bytes:
-    parts, size = [], 0
-    while True:
-        sock.settimeout(remaining())
-        piece = resp.read(65536)
-        if not piece:
-            return b"".join(parts)
-        size += len(piece)
-        if size > limit:
-            raise LLMError("大模型服务的响应过大。", "bad_response")
-        parts.append(piece)
+def _request(client, config: LLMConfig, messages, key, emit, cancelled) -> str:
+    """The HTTP exchange (worker thread): the answer text, tokens passed to ``emit``."""
+    import openai
+
+    headers = {"Accept": "text/event-stream" if config.stream else "application/json"}
+    if not key:
+        headers["Authorization"] = openai.Omit()
+    with client.chat.completions.with_streaming_response.create(
+            model=config.model, messages=messages, max_tokens=int(config.max_tokens),
+            temperature=config.temperature, stream=bool(config.stream), extra_headers=headers) as resp:
+        ctype = (resp.headers.get("content-type") or "").lower()
+        if config.stream and "json" not in ctype:
+            return _read_stream(_byte_lines(resp.iter_bytes(), cancelled), emit)
+        text = _parse_completion(_read_all(resp.iter_bytes(), cancelled))
+        emit(text)
+        return text
 
 
-def _raise_http(resp, sock, remaining, key) -> None:
-    status = resp.status
+def _llm_error(e: BaseException, where: str, timeout: float, key: str | None) -> LLMError:
+    """Any failure of the exchange as an LLMError with a Chinese, key-free message."""
+    import openai
+
+    if isinstance(e, LLMError):
+        return e
+    if isinstance(e, openai.APIStatusError):
+        return _http_error(e, key)
+    if isinstance(e, openai.APITimeoutError) or _is(e, "TimeoutException") or isinstance(e, TimeoutError):
+        return LLMError(f"大模型服务响应超时（超过 {timeout:g} 秒）。", "timeout")
+    chain = _causes(e)
+    if any(isinstance(c, ConnectionRefusedError) for c in chain):
+        return LLMError(f"无法连接大模型服务（{where}）：连接被拒绝。", "connect")
+    ssl_err = next((c for c in chain if isinstance(c, ssl.SSLError)), None)
+    if ssl_err is not None:
+        return LLMError(f"与大模型服务（{where}）的加密连接失败：{type(ssl_err).__name__}。", "connect")
+    if any(_is(c, "RemoteProtocolError") or _is(c, "DecodingError") or _is(c, "LocalProtocolError") for c in chain):
+        return LLMError(f"大模型服务（{where}）的响应不完整或格式有误：{type(chain[-1]).__name__}。", "bad_response")
+    if isinstance(e, openai.APIConnectionError) or any(isinstance(c, OSError) or _is(c, "TransportError")
+                                                       for c in chain):
+        root = chain[-1]
+        reason = getattr(root, "strerror", None) or type(root).__name__
+        return LLMError(f"无法连接大模型服务（{where}）：{reason}。", "connect")
+    if isinstance(e, openai.OpenAIError):
+        return LLMError(f"大模型服务（{where}）的响应有误：{type(e).__name__}。", "bad_response")
+    log.error("LLM request failed: %s", type(e).__name__)
+    return LLMError(f"调用大模型服务（{where}）时出错：{type(e).__name__}。", "bad_response")
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+    chain, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    return chain
+
+
+def _is(e: BaseException, name: str) -> bool:
+    """An exception of the SDK's HTTP transport, by class name (its module is the SDK's choice)."""
+    return any(c.__name__ == name for c in type(e).__mro__)
+
+
+def _http_error(e, key: str | None) -> LLMError:
+    status = int(e.status_code)
     try:
-        sock.settimeout(min(remaining(), 2.0))
-        detail = resp.read(2000).decode("utf-8", "replace")
+        detail = e.response.text[:2000]
     except Exception:
         detail = ""
     detail = _scrub(detail, key)
     log.warning("LLM HTTP %s: %s", status, detail[:300].replace("\n", " "))
     if status == 429:
-        raise LLMError("大模型服务繁忙（HTTP 429，请求过于频繁），请稍后再试。", "rate_limit", status)
+        return LLMError("大模型服务繁忙（HTTP 429，请求过于频繁），请稍后再试。", "rate_limit", status)
     if status in (401, 403):
-        raise LLMError(f"大模型服务拒绝了请求（HTTP {status}），请检查 API 密钥是否正确。", "auth", status)
+        return LLMError(f"大模型服务拒绝了请求（HTTP {status}），请检查 API 密钥是否正确。", "auth", status)
     if status >= 500:
-        raise LLMError(f"大模型服务内部错误（HTTP {status}）。", "http", status)
-    raise LLMError(f"大模型服务拒绝了请求（HTTP {status}）。", "http", status)
+        return LLMError(f"大模型服务内部错误（HTTP {status}）。", "http", status)
+    return LLMError(f"大模型服务拒绝了请求（HTTP {status}）。", "http", status)
+
+
+def _limited(chunks, cancelled, limit: int = MAX_RESPONSE_BYTES):
+    """The body's chunks, stopping when the caller gave up or the body grows past ``limit``."""
+    size = 0
+    for piece in chunks:
+        if cancelled.is_set():
+            raise _Cancelled
+        size += len(piece)
+        if size > limit:
+            raise LLMError("大模型服务的响应过大。", "bad_response")
+        yield piece
+
+
+def _read_all(chunks, cancelled) -> bytes:
+    return b"".join(_limited(chunks, cancelled))
+
+
+def _byte_lines(chunks, cancelled):
+    """Lines (bytes, without the newline) of a streamed body, whatever its chunking."""
+    buf = b""
+    for piece in _limited(chunks, cancelled):
+        buf += piece
+        *lines, buf = buf.split(b"\n")
+        yield from lines
+    if buf:
+        yield buf
 
 
 def _content_text(content) -> str | None:
@@ -371,18 +459,10 @@ def _parse_completion(data: bytes) -> str:
     return text
 
 
-def _read_stream(resp, sock, remaining, on_token) -> str:
+def _read_stream(lines, on_token) -> str:
     parts: list[str] = []
     done = finished = False
-    size = 0
-    while True:
-        sock.settimeout(remaining())
-        line = resp.readline(1 << 20)
-        if not line:
-            break
-        size += len(line)
-        if size > MAX_RESPONSE_BYTES:
-            raise LLMError("大模型服务的响应过大。", "bad_response")
+    for line in lines:
         line = line.strip()
         if not line or line.startswith(b":") or not line.startswith(b"data:"):
             continue  # blank separators, comments, event:/id:/retry: fields
@@ -411,8 +491,7 @@ def _read_stream(resp, sock, remaining, on_token) -> str:
             finished = True
         if piece:
             parts.append(piece)
-            if on_token is not None:
-                on_token(piece)
+            on_token(piece)
     text = "".join(parts)
     if not (done or finished):
         raise LLMError("大模型服务的流式响应意外中断。", "bad_response")

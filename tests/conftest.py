@@ -86,3 +86,19 @@ def raises_naming(rel: str, *words: str):
     assert msg.startswith(f"{rel}: "), msg
     for w in words:
         assert w in msg, msg
+
+
+def free_port() -> int:
+    """A free local TCP port for a test server."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def private_kb(settings: Settings, root: Path, **changes) -> Settings:
+    """``settings`` pointed at a copy of its corpus and index under ``root`` (a test may change both)."""
+    shutil.copytree(settings.corpus_dir, root / "corpus")
+    shutil.copytree(settings.index_dir, root / "index", ignore=shutil.ignore_patterns(".lock"))
+    return settings.with_(corpus_dir=root / "corpus", index_dir=root / "index", **changes)

@@ -4,6 +4,17 @@ Each test queues replies (``server.reply(...)``); every POST to /v1/chat/complet
 takes the next one, and the request (path, headers, parsed JSON) is recorded in
 ``server.requests``. A reply can be a normal completion, a streamed one (SSE), an HTTP
 error, a raw (malformed) body, raw stream lines, or any of these after a delay.
+
+``mode`` chooses how the server frames its replies, to test the client against the
+ordinary kinds of HTTP server:
+
+- ``None`` (default): HTTP/1.1; JSON with Content-Length, streams end by closing.
+- ``"keep-alive"``: HTTP/1.1; JSON with Content-Length, streams chunked; the connection stays open.
+- ``"close"``: HTTP/1.1 with ``Connection: close`` after every reply (Content-Length bodies).
+- ``"http/1.0"``: an HTTP/1.0 server: no chunking, the connection closes after every reply.
+- ``"chunked"``: HTTP/1.1 with ``Transfer-Encoding: chunked`` for every body, kept alive.
+
+``server.connections`` counts the TCP connections accepted, so a test can see reuse.
 """
 from __future__ import annotations
 
@@ -32,19 +43,31 @@ def split_tokens(text: str, size: int = 3) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)]
 
 
+MODES = (None, "keep-alive", "close", "http/1.0", "chunked")
+
+
 class FakeOpenAI:
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", mode: str | None = None):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        self.mode = mode
         self.replies: deque[Reply] = deque()
         self.requests: list[dict] = []
+        self.connections = 0
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            protocol_version = "HTTP/1.0" if mode == "http/1.0" else "HTTP/1.1"
 
             def log_message(self, *args):  # keep test output clean
                 pass
+
+            def setup(self):
+                super().setup()
+                with fake._lock:
+                    fake.connections += 1
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -54,7 +77,9 @@ class FakeOpenAI:
                 except ValueError:
                     parsed = None
                 with fake._lock:
-                    fake.requests.append({"path": self.path, "headers": dict(self.headers.items()),
+                    # header names as Title-Case, whatever case the client sent
+                    headers = {k.title(): v for k, v in self.headers.items()}
+                    fake.requests.append({"path": self.path, "headers": headers,
                                           "json": parsed, "raw": raw})
                     reply = fake.replies.popleft() if fake.replies else Reply(status=500, body=b'{"error":"no reply scripted"}')
                 try:
@@ -98,6 +123,45 @@ class FakeOpenAI:
         """Sleep unless the server is stopping; False when it is."""
         return not self.stopping.wait(seconds) if seconds > 0 else True
 
+    def _start(self, h: BaseHTTPRequestHandler, status: int, headers: dict, length: int | None) -> bool:
+        """Status line and headers framed for ``self.mode``; True when the body is chunked."""
+        chunked = self.mode == "chunked" or (self.mode == "keep-alive" and length is None)
+        h.send_response(status)
+        for k, v in headers.items():
+            h.send_header(k, v)
+        if chunked:
+            h.send_header("Transfer-Encoding", "chunked")
+        elif length is not None:
+            h.send_header("Content-Length", str(length))
+        if self.mode == "close" or (not chunked and length is None):
+            h.send_header("Connection", "close")
+            h.close_connection = True
+        h.end_headers()
+        return chunked
+
+    @staticmethod
+    def _write(h: BaseHTTPRequestHandler, data: bytes, chunked: bool) -> None:
+        if chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        if data:
+            h.wfile.write(data)
+            h.wfile.flush()
+
+    @staticmethod
+    def _end(h: BaseHTTPRequestHandler, chunked: bool) -> None:
+        if chunked:
+            h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
+
+    def _send(self, h: BaseHTTPRequestHandler, status: int, headers: dict, body: bytes) -> None:
+        chunked = self._start(h, status, headers, len(body))
+        if chunked:  # two pieces, so the client really has to join chunks
+            self._write(h, body[:len(body) // 2], True)
+            self._write(h, body[len(body) // 2:], True)
+        else:
+            self._write(h, body, False)
+        self._end(h, chunked)
+
     def _serve(self, h: BaseHTTPRequestHandler, reply: Reply, request: dict) -> None:
         if not self._sleep(reply.delay):
             return
@@ -105,14 +169,9 @@ class FakeOpenAI:
         if reply.status != 200 or reply.body is not None:
             body = reply.body if reply.body is not None else json.dumps(
                 {"error": {"message": f"scripted HTTP {reply.status}", "type": "test"}}).encode()
-            h.send_response(reply.status)
-            h.send_header("Content-Type", reply.headers.get("Content-Type", "application/json"))
-            h.send_header("Content-Length", str(len(body)))
-            for k, v in reply.headers.items():
-                if k != "Content-Type":
-                    h.send_header(k, v)
-            h.end_headers()
-            h.wfile.write(body)
+            headers = {"Content-Type": reply.headers.get("Content-Type", "application/json")}
+            headers.update((k, v) for k, v in reply.headers.items() if k != "Content-Type")
+            self._send(h, reply.status, headers, body)
             return
         if not stream:
             body = json.dumps({
@@ -122,18 +181,9 @@ class FakeOpenAI:
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
             }, ensure_ascii=False).encode("utf-8")
-            h.send_response(200)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(body)))
-            h.end_headers()
-            h.wfile.write(body)
+            self._send(h, 200, {"Content-Type": "application/json"}, body)
             return
-        h.send_response(200)
-        h.send_header("Content-Type", "text/event-stream")
-        h.send_header("Cache-Control", "no-cache")
-        h.send_header("Connection", "close")
-        h.end_headers()
-        h.close_connection = True
+        chunked = self._start(h, 200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}, None)
         if reply.raw_lines is not None:
             lines = reply.raw_lines
         else:
@@ -148,5 +198,5 @@ class FakeOpenAI:
         for line in lines:
             if not self._sleep(reply.token_delay):
                 return
-            h.wfile.write(line + b"\n\n")
-            h.wfile.flush()
+            self._write(h, line + b"\n\n", chunked)
+        self._end(h, chunked)

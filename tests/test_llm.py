@@ -405,3 +405,39 @@ def test_from_file(tmp_path):
     js.write_text(json.dumps({"base_url": "ftp://x", "model": "m"}))
     with pytest.raises(ValueError, match="地址无效"):
         LLMConfig.from_file(js)
+
+
+# --------------------------------------------------------------------------- kinds of HTTP server
+
+SERVER_MODES = ["keep-alive", "close", "http/1.0", "chunked"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("mode", SERVER_MODES)
+def test_client_works_against_every_kind_of_server(mode, stream, hits):
+    """HTTP/1.0, Connection: close after each reply, chunked bodies, kept-alive connections:
+    three questions in a row all get the LLM's answer (the old http.client code failed
+    with "Bad file descriptor" on the first two kinds)."""
+    text = "网购的商品，您有权在收到商品之日起七日内无理由退货[1]。"
+    with FakeOpenAI(mode=mode) as srv:
+        for _ in range(3):
+            srv.reply(text)
+            tokens: list[str] = []
+            out = answer_with_llm("能退吗", hits, EXTRACTIVE, config(srv, stream=stream), on_token=tokens.append)
+            assert out["llm"]["used"] is True and out["llm"]["error"] is None, out["llm"]
+            assert out["answer"] == text and "".join(tokens) == text
+        assert len(srv.requests) == 3
+        if mode in ("close", "http/1.0"):
+            assert srv.connections == 3  # a fresh connection per question, and each one worked
+        elif not stream:
+            assert srv.connections == 1  # JSON replies: one kept-alive connection serves all three
+
+
+def test_server_closing_after_each_reply_with_errors_in_between(hits):
+    with FakeOpenAI(mode="close") as srv:
+        srv.reply("网购商品收到后七日内可以无理由退货[1]。")
+        srv.reply(status=503)
+        srv.reply("网购商品收到后七日内可以无理由退货[1]。")
+        outs = [answer_with_llm("能退吗", hits, EXTRACTIVE, config(srv)) for _ in range(3)]
+    assert [o["llm"]["used"] for o in outs] == [True, False, True]
+    assert outs[1]["llm"]["error"] == "http" and outs[1]["llm"]["notice"] == NOTICE_UNAVAILABLE

@@ -371,3 +371,56 @@ def test_delete_document_removes_it_from_index(page, kb_settings):
     assert f"uploads/{XSS_DOC_NAME}" not in (kb.read_manifest(kb_settings) or {}).get("documents", {})
     ans = _ask(page, "翡翠鹦鹉饲料袋破损怎么办？")
     assert XSS_DOC_NAME not in ans.inner_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# With an administrator password: the ask tab is public, the knowledge-base tab needs a login
+# ---------------------------------------------------------------------------------------------
+
+ADMIN_PASSWORD = "kb-admin-2026"
+
+
+@pytest.fixture(scope="module")
+def protected_url(shipped_settings, tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium (make browser installs it)")
+    from rag.auth import AdminPassword, hash_password
+    from ui.server import serve
+
+    from conftest import private_kb
+
+    settings = private_kb(shipped_settings, tmp_path_factory.mktemp("ui-admin"))
+    running = serve(settings, port=_free_port(), block=False, admin=AdminPassword(hash_password(ADMIN_PASSWORD)))
+    yield running.url
+    running.close()
+
+
+def test_knowledge_base_tab_needs_an_administrator_login(protected_url, page, output_dir):
+    from playwright.sync_api import expect
+
+    context = page.context.browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    pg = context.new_page()  # a fresh visitor, in the module's browser
+    pg.set_default_timeout(30_000)
+    pg.goto(protected_url)
+    pg.wait_for_selector("#question textarea")
+    ans = _ask(pg, "网上买的衣服不喜欢，7天内能无理由退货吗？")  # asking needs no login
+    assert ans.locator(".cite-card").count() >= 1
+    _tab(pg, "知识库")
+    expect(pg.locator("#admin-password input")).to_be_visible()
+    for hidden in ("#upload-btn", "#delete-btn", "#rebuild-btn", "#kb-docs"):
+        expect(pg.locator(hidden)).to_be_hidden()
+    pg.screenshot(path=str(output_dir / "kb_login.png"))
+    pg.fill("#admin-password input", "not-the-password")
+    pg.click("#login-btn")
+    expect(pg.locator("#login-status")).to_contain_text("管理员密码不正确")
+    expect(pg.locator("#upload-btn")).to_be_hidden()
+    pg.fill("#admin-password input", ADMIN_PASSWORD)
+    pg.click("#login-btn")
+    expect(pg.locator("#upload-btn")).to_be_visible()
+    expect(pg.locator("#kb-docs")).to_contain_text("laws/consumer-protection-law.md")
+    expect(pg.locator("#admin-password input")).to_be_hidden()
+    pg.click("#logout-btn")
+    expect(pg.locator("#admin-password input")).to_be_visible()
+    expect(pg.locator("#upload-btn")).to_be_hidden()
+    assert "Traceback" not in pg.inner_text("body")
+    context.close()

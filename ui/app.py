@@ -9,6 +9,14 @@ Gradio's own sanitizer stays on as a second line of defence.
 Rebuilds run in the knowledge-base tab while the ask tab keeps answering from
 the previous index: ``build_index`` switches versions atomically and
 ``Assistant.ask`` picks up the new version on its next question.
+
+Roles: the ask tab is public; the knowledge-base tab asks for the administrator
+password (``RAG_ADMIN_PASSWORD_HASH`` / ``RAG_ADMIN_PASSWORD``, see rag/auth.py)
+when one is configured. The login lives in the session's server-side state, and
+every handler that lists or changes the corpus checks it, so calling the
+handlers directly (Gradio's HTTP queue) without logging in changes nothing.
+Without a password the tab is open, which ``ui.server`` allows only on a
+loopback address. The server itself (web app + HTTP API) is in ``ui/server.py``.
 """
 from __future__ import annotations
 
@@ -24,9 +32,10 @@ from pathlib import Path
 import gradio as gr
 
 from rag import feedback
+from rag.auth import AdminPassword, LoginThrottle
 from rag.config import Settings
 from rag.documents import DocumentError
-from rag.index import IndexBusy, IndexError_, build_index
+from rag.index import IndexError_
 
 from . import kb
 from .render import answer_html, notice_html, question_html
@@ -40,6 +49,7 @@ EXAMPLES = [
     "商家虚假宣传，我能要求退一赔三吗？",
 ]
 GENERIC_ERROR = "出了点问题，这次没能完成。请稍后再试；详细原因已记录在服务器日志中。"
+NEED_LOGIN = "请先以管理员身份登录（知识库页上方输入管理员密码）。"
 MODES = [("混合检索（推荐）", "hybrid"), ("向量检索", "dense"), ("关键词检索", "keyword")]
 # Short follow-ups ("那运费谁出？") often lack the subject; when one that reads like a
 # follow-up finds nothing on its own, it is asked again together with the previous question.
@@ -50,6 +60,11 @@ CSS = """
 #chat .rag-answer, #chat .rag-question { line-height: 1.65; }
 .rag-answer .ans-h { font-weight: 700; margin-top: .5em; }
 .rag-answer .ans-h-guide { color: #8a5a00; }
+.rag-answer .ans-h-steps { color: #166534; }
+.rag-answer .ans-key { background: #eff6ff; border-left: 4px solid #2563eb; padding: .45em .6em; margin: .2em 0 .4em; }
+.rag-answer .ans-key-label { font-weight: 700; color: #1e40af; margin-right: .5em; }
+.rag-answer .ans-gap { background: #fff7ed; border-left: 4px solid #ea580c; padding: .4em .6em; margin-bottom: .4em; }
+.rag-answer .ans-step { margin: .15em 0 .15em 1em; }
 .rag-answer .ans-li { margin: .15em 0 .15em 1.1em; text-indent: -1.1em; padding-left: 0; }
 .rag-answer .ans-li::before { content: "• "; }
 .rag-answer .ans-note { font-size: .85em; color: #666; margin-bottom: .4em; }
@@ -114,11 +129,53 @@ def _status(text: str, cls: str = "plain") -> str:
 class App:
     """State shared by all browser sessions: settings, the assistant, section lookups."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, admin: AdminPassword | None = None):
+        """``admin``: the administrator password; None leaves the knowledge-base tab open
+        (``ui.server`` refuses that on any address but loopback)."""
         self.settings = settings
+        self.admin = admin
+        self.throttle = LoginThrottle()
         self._assistant = None
         self._lock = threading.Lock()
         self._sections: tuple[str, dict] | None = None
+
+    # -- administrator login -------------------------------------------------------
+    @property
+    def admin_required(self) -> bool:
+        return self.admin is not None
+
+    def is_admin(self, session) -> bool:
+        """Whether this browser session may list and change the knowledge base."""
+        if self.admin is None:
+            return True
+        return isinstance(session, dict) and float(session.get("until", 0)) > time.time()
+
+    def login(self, password, session, request: gr.Request):
+        """Check the password; on success the session's (server-side) state records the login."""
+        client = getattr(getattr(request, "client", None), "host", None) or "?"
+        if self.admin is None:
+            return (session, *self._login_view(True, ""), *self.kb_view(session))
+        if self.throttle.blocked(client):
+            return (session, *self._login_view(False, _status("尝试次数过多，请一分钟后再试。", "bad")),
+                    *self._hidden_kb())
+        if not self.admin.check(password):
+            self.throttle.failed(client)
+            log.warning("failed administrator login from %s", client)
+            return (None, *self._login_view(False, _status("管理员密码不正确。", "bad")), *self._hidden_kb())
+        self.throttle.succeeded(client)
+        log.info("administrator logged in from %s", client)
+        session = {"until": time.time() + self.settings.admin_session_hours * 3600}
+        return (session, *self._login_view(True, ""), *self.kb_view(session))
+
+    def logout(self, session):
+        return (None, *self._login_view(False, _status("已退出登录。", "plain")), *self._hidden_kb())
+
+    def _login_view(self, logged_in: bool, message: str):
+        """(login box, management area, password box, login message) updates."""
+        return (gr.update(visible=not logged_in), gr.update(visible=logged_in), gr.update(value=""), message)
+
+    def _hidden_kb(self):
+        return (gr.update(value=[]), gr.update(choices=[], value=None), "")
 
     # -- assistant -----------------------------------------------------------------
     def assistant(self):
@@ -287,7 +344,9 @@ class App:
         return _status("感谢反馈！已记录 " + ("👍" if data.liked else "👎"), "info")
 
     # -- knowledge-base tab --------------------------------------------------------------
-    def kb_view(self):
+    def kb_view(self, session=None):
+        if not self.is_admin(session):
+            return self._hidden_kb()
         rows = kb.document_rows(self.settings)
         files = kb.corpus_files(self.settings)
         m = kb.read_manifest(self.settings) or {}
@@ -299,104 +358,58 @@ class App:
         summary = "".join(_status(x) for x in lines)
         return (gr.update(value=rows), gr.update(choices=files, value=None), summary)
 
-    def _rebuild(self, progress, action: str) -> tuple[object, str]:
+    @staticmethod
+    def _progress(progress):
+        """A ``(done, total)`` callback for ``build_index`` that drives a Gradio progress bar."""
         progress(0, desc="正在读取文档、切分并准备模型…")
 
         def cb(done: int, total: int):
             progress((done, total), desc="正在为新片段计算向量", unit="片段")
+            if done >= total:
+                progress(1.0, desc="正在切换到新索引")
 
-        t0 = time.perf_counter()
-        report = build_index(self.settings, progress=cb)
-        progress(1.0, desc="已切换到新索引")
-        elapsed = time.perf_counter() - t0
-        log.info("%s: rebuilt in %.1fs (%s)", action, elapsed, report.version)
-        return report, f"索引已更新：文档 {report.documents} 篇，片段 {report.chunks} 个（新计算 {report.embedded}，复用 {report.reused}），用时 {elapsed:.1f} 秒。"
+        return cb
 
-    def upload(self, files, progress=gr.Progress()):
-        msgs: list[str] = []
-        good: list[tuple[Path, str]] = []
-        for f in files or []:
-            path = Path(f if isinstance(f, str) else getattr(f, "name", str(f)))
-            name = getattr(f, "orig_name", None) or path.name
-            try:
-                good.append((path, kb.validate_upload(self.settings, path, name)))
-            except kb.UploadRejected as e:
-                msgs.append(_status(f"未加入：{e}", "bad"))
-            except Exception:
-                log.exception("validating upload %s failed", name)
-                msgs.append(_status(f"未加入：{name}：检查文件时出错", "bad"))
-        if not files:
-            msgs.append(_status("请先选择要上传的文件。", "bad"))
-        if not good:
-            if files:
-                msgs.append(_status("没有文件加入知识库，现有索引保持不变。", "plain"))
-            return ("".join(msgs), *self.kb_view(), None)
-        change = kb.Change()
+    def upload(self, files, session=None, progress=gr.Progress()):
         try:
-            kb.add_files(self.settings, good, change)
-            report, summary = self._rebuild(progress, "upload")
-        except IndexBusy as e:
-            change.undo()
-            msgs.append(_status(f"{e}。上传的文件没有加入，请稍后重新上传。", "bad"))
-            return ("".join(msgs), *self.kb_view(), gr.skip())
-        except Exception as e:
-            change.undo()
-            if isinstance(e, (DocumentError, IndexError_)):
-                log.warning("rebuild after upload failed: %s", e)
-            else:
-                log.exception("rebuild after upload failed")
-            msgs.append(_status("重建索引失败，上传的文件已撤回，现有索引保持不变。", "bad"))
-            return ("".join(msgs), *self.kb_view(), gr.skip())
-        change.close()
-        skipped = dict(report.skipped)
-        for rel in change.added:
-            if rel in skipped:
-                (Path(self.settings.corpus_dir) / rel).unlink(missing_ok=True)
-                msgs.append(_status(f"未加入：{Path(rel).name}：{skipped[rel]}", "bad"))
-            else:
-                msgs.append(_status(f"已加入：{rel}", "ok"))
-        msgs.append(_status(summary, "ok"))
-        return ("".join(msgs), *self.kb_view(), None)
+            if not self.is_admin(session):
+                log.warning("upload refused: not logged in as administrator")
+                return (_status(NEED_LOGIN, "bad"), *self._hidden_kb(), None)
+            pairs = []
+            for f in files or []:
+                path = Path(f if isinstance(f, str) else getattr(f, "name", str(f)))
+                pairs.append((path, getattr(f, "orig_name", None) or path.name))
+            out = kb.upload(self.settings, pairs, progress=self._progress(progress))
+        finally:
+            kb.discard_uploads(files)  # Gradio's temporary copies: the corpus has its own now
+        msgs = [_status(f"未加入：{why}", "bad") for _, why in out.rejected]
+        msgs += [_status(f"已加入：{rel}", "ok") for rel in out.added]
+        msgs.append(_status(out.message, "ok" if out.ok else "bad"))
+        return ("".join(msgs), *self.kb_view(session), None)
 
-    def delete(self, rel, progress=gr.Progress()):
-        if not rel:
-            return (_status("请先在列表中选择要删除的文档。", "bad"), *self.kb_view())
-        change = kb.Change()
-        try:
-            kb.remove_file(self.settings, rel, change)
-            report, summary = self._rebuild(progress, "delete")
-        except kb.UploadRejected as e:
-            return (_status(str(e), "bad"), *self.kb_view())
-        except IndexBusy as e:
-            change.undo()
-            return (_status(f"{e}。文档没有删除。", "bad"), *self.kb_view())
-        except Exception:
-            change.undo()
-            log.exception("delete of %s failed", rel)
-            return (_status("删除后重建索引失败，文档已恢复，现有索引保持不变。", "bad"), *self.kb_view())
-        change.close()
-        return (_status(f"已删除：{rel}。" + summary, "ok"), *self.kb_view())
+    def delete(self, rel, session=None, progress=gr.Progress()):
+        if not self.is_admin(session):
+            log.warning("delete refused: not logged in as administrator")
+            return (_status(NEED_LOGIN, "bad"), *self._hidden_kb())
+        out = kb.delete(self.settings, rel, progress=self._progress(progress) if rel else None)
+        return (_status(out.message, "ok" if out.ok else "bad"), *self.kb_view(session))
 
-    def rebuild(self, progress=gr.Progress()):
-        try:
-            _, summary = self._rebuild(progress, "rebuild")
-            msg = _status(summary, "ok")
-        except IndexBusy as e:
-            msg = _status(f"{e}。", "bad")
-        except (DocumentError, IndexError_) as e:
-            log.warning("rebuild failed: %s", e)
-            msg = _status(f"重建索引失败：{e}", "bad")
-        except Exception:
-            log.exception("rebuild failed")
-            msg = _status("重建索引失败，现有索引保持不变。详细原因已记录在服务器日志中。", "bad")
-        return (msg, *self.kb_view())
+    def rebuild(self, session=None, progress=gr.Progress()):
+        if not self.is_admin(session):
+            log.warning("rebuild refused: not logged in as administrator")
+            return (_status(NEED_LOGIN, "bad"), *self._hidden_kb())
+        out = kb.rebuild(self.settings, progress=self._progress(progress))
+        return (_status(out.message, "ok" if out.ok else "bad"), *self.kb_view(session))
 
 
-def build_app(settings: Settings) -> gr.Blocks:
-    """The Gradio Blocks for ``settings``; ``launch`` serves it (tests start it themselves)."""
-    app = App(settings)
+def build_app(settings: Settings, app: App | None = None) -> gr.Blocks:
+    """The Gradio Blocks for ``settings`` (and ``app``'s administrator password, if given);
+    ``ui.server`` serves it together with the HTTP API."""
+    app = app or App(settings)
     app.warm_up()
-    with gr.Blocks(title="售后问答") as demo:
+    # Uploads Gradio keeps in its temporary folder are deleted after an hour, and all of them
+    # when the server stops (the handlers delete the ones they used at once).
+    with gr.Blocks(title="售后问答", delete_cache=(600, 3600)) as demo:
         demo.rag_app = app  # for tests and embedding
         gr.Markdown("## 售后问答\n根据法律条文与维权指南回答网购售后问题。每句回答都标有来源 [n]，"
                     "“经验指南（未经核实）”来自第三方经验文章，仅供参考，不构成法律意见。")
@@ -440,33 +453,52 @@ def build_app(settings: Settings) -> gr.Blocks:
                 chatbot.like(app.on_like, [turns], [status])
 
             with gr.Tab("知识库", id="kb", elem_id="tab-kb"):
-                gr.Markdown("上传的文档保存在知识库的 `uploads/` 文件夹；支持 .md、.txt、.html、.pdf、.docx。"
-                            "重建期间“提问”页继续使用旧索引回答，新索引就绪后自动切换。")
-                kb_summary = gr.HTML(elem_id="kb-summary", js_on_load=None)
-                with gr.Row():
-                    with gr.Column():
-                        files = gr.File(file_count="multiple", label="上传文档（可多选）", elem_id="upload",
-                                        height=140)
-                        upload_btn = gr.Button("上传并重建索引", variant="primary", elem_id="upload-btn")
-                    with gr.Column():
-                        to_delete = gr.Dropdown(choices=[], label="选择要删除的文档", elem_id="delete-choice",
-                                                filterable=True)
-                        delete_btn = gr.Button("删除并重建索引", variant="stop", elem_id="delete-btn")
-                        rebuild_btn = gr.Button("重建索引", elem_id="rebuild-btn")
-                kb_status = gr.HTML(elem_id="kb-status", js_on_load=None, min_height=60)
-                docs = gr.Dataframe(headers=["标题", "类型", "文件", "片段数", "索引时间"],
-                                    datatype=["str", "str", "str", "number", "str"], interactive=False,
-                                    column_widths=["32%", "7%", "33%", "8%", "20%"], elem_id="kb-docs",
-                                    label="已索引的文档（新上传的排在前面）", wrap=True, max_height=420,
-                                    show_search="search")
+                admin_session = gr.State(None)
+                with gr.Column(visible=app.admin_required, elem_id="kb-login") as login_box:
+                    gr.Markdown("管理知识库（上传、删除文档，重建索引）需要管理员登录。")
+                    with gr.Row(equal_height=True):
+                        password = gr.Textbox(type="password", label="管理员密码", elem_id="admin-password",
+                                              scale=4, max_lines=1)
+                        login_btn = gr.Button("登录", variant="primary", elem_id="login-btn", scale=1, min_width=80)
+                    login_status = gr.HTML(elem_id="login-status", js_on_load=None)
+                with gr.Column(visible=not app.admin_required, elem_id="kb-manage") as manage:
+                    if app.admin_required:
+                        logout_btn = gr.Button("退出登录", size="sm", elem_id="logout-btn")
+                    gr.Markdown("上传的文档保存在知识库的 `uploads/` 文件夹；支持 .md、.txt、.html、.pdf、.docx，"
+                                f"每个文件不超过 {settings.max_upload_bytes / 1024 / 1024:g} MB。"
+                                "重建期间“提问”页继续使用旧索引回答，新索引就绪后自动切换。")
+                    kb_summary = gr.HTML(elem_id="kb-summary", js_on_load=None)
+                    with gr.Row():
+                        with gr.Column():
+                            files = gr.File(file_count="multiple", label="上传文档（可多选）", elem_id="upload",
+                                            height=140)
+                            upload_btn = gr.Button("上传并重建索引", variant="primary", elem_id="upload-btn")
+                        with gr.Column():
+                            to_delete = gr.Dropdown(choices=[], label="选择要删除的文档", elem_id="delete-choice",
+                                                    filterable=True)
+                            delete_btn = gr.Button("删除并重建索引", variant="stop", elem_id="delete-btn")
+                            rebuild_btn = gr.Button("重建索引", elem_id="rebuild-btn")
+                    kb_status = gr.HTML(elem_id="kb-status", js_on_load=None, min_height=60)
+                    docs = gr.Dataframe(headers=["标题", "类型", "文件", "片段数", "索引时间"],
+                                        datatype=["str", "str", "str", "number", "str"], interactive=False,
+                                        column_widths=["32%", "7%", "33%", "8%", "20%"], elem_id="kb-docs",
+                                        label="已索引的文档（新上传的排在前面）", wrap=True, max_height=420,
+                                        show_search="search")
 
                 view_outputs = [docs, to_delete, kb_summary]
-                # progress shows in the status box only, so the document list stays readable meanwhile
-                kb_events = dict(concurrency_id="kb", show_progress_on=[kb_status])
-                upload_btn.click(app.upload, [files], [kb_status, *view_outputs, files], **kb_events)
-                delete_btn.click(app.delete, [to_delete], [kb_status, *view_outputs], **kb_events)
-                rebuild_btn.click(app.rebuild, None, [kb_status, *view_outputs], **kb_events)
-        demo.load(app.kb_view, None, view_outputs)
+                # progress shows in the status box only, so the document list stays readable meanwhile;
+                # "private": not offered to Gradio's API clients (and the handlers check the login anyway)
+                kb_events = dict(concurrency_id="kb", show_progress_on=[kb_status], api_visibility="private")
+                upload_btn.click(app.upload, [files, admin_session], [kb_status, *view_outputs, files], **kb_events)
+                delete_btn.click(app.delete, [to_delete, admin_session], [kb_status, *view_outputs], **kb_events)
+                rebuild_btn.click(app.rebuild, [admin_session], [kb_status, *view_outputs], **kb_events)
+                login_outputs = [admin_session, login_box, manage, password, login_status, *view_outputs]
+                login_events = dict(api_visibility="private", concurrency_id="login", concurrency_limit=4)
+                login_btn.click(app.login, [password, admin_session], login_outputs, **login_events)
+                password.submit(app.login, [password, admin_session], login_outputs, **login_events)
+                if app.admin_required:
+                    logout_btn.click(app.logout, [admin_session], login_outputs, api_visibility="private")
+        demo.load(app.kb_view, [admin_session], view_outputs, api_visibility="private")
     return demo
 
 
@@ -476,10 +508,8 @@ LAUNCH_OPTIONS = dict(css=CSS, head=HEAD, theme=gr.themes.Soft(
 
 
 def launch(settings: Settings, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
-    """Serve the app (blocking unless ``block=False``, which returns the Blocks)."""
-    logging.getLogger("ui").setLevel(logging.INFO)
-    demo = build_app(settings)
-    demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=not block,
-                **LAUNCH_OPTIONS)
-    return demo
+    """Serve the web app and the HTTP API (``ui.server``); with ``block=False`` return the running
+    server (``.close()`` stops it)."""
+    from .server import serve
+
+    return serve(settings, host=host, port=port, block=block)

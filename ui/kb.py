@@ -1,25 +1,29 @@
-"""Knowledge-base housekeeping for the web app: list, validate uploads, add, delete.
+"""Knowledge-base housekeeping for the web app and the HTTP API: list, validate uploads, add, delete, rebuild.
 
 Why validate on a temporary copy: a file only enters ``corpus/uploads/`` after
 it has been read exactly as the indexer will read it, so a bad upload (empty,
 binary renamed .pdf, unknown encoding, too big, hostile name) is refused with
 a Chinese reason and the corpus that the current index was built from is
 untouched. Additions and deletions return an ``undo`` so a failed rebuild can
-put the corpus back the way it was.
+put the corpus back the way it was. ``upload``, ``delete`` and ``rebuild`` do a
+whole change (files, rebuild, undo on failure) and return an ``Outcome`` with
+Chinese messages; the web app and the HTTP API both call them.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from rag.config import Settings
 from rag.documents import SUPPORTED_SUFFIXES, DocumentError, discover, load_document
-from rag.index import current_version
+from rag.index import BuildReport, IndexBusy, IndexError_, build_index, current_version
 
 log = logging.getLogger(__name__)
 UPLOAD_DIR = "uploads"
@@ -103,8 +107,9 @@ def validate_upload(settings: Settings, src: Path, name: str) -> str:
         raise UploadRejected(f"{name}：上传的文件找不到了，请重新上传") from None
     if size == 0:
         raise UploadRejected(f"{name}：文件是空的")
-    if settings.max_file_bytes and size > settings.max_file_bytes:
-        raise UploadRejected(f"{name}：文件太大（{size / 1e6:.1f} MB，上限 {settings.max_file_bytes / 1e6:.0f} MB）")
+    limit = min(x for x in (settings.max_file_bytes, settings.max_upload_bytes, 1 << 62) if x)
+    if size > limit:
+        raise UploadRejected(f"{name}：文件太大（{size / 1e6:.1f} MB，上限 {limit / 1e6:.0f} MB）")
     with tempfile.TemporaryDirectory(prefix="rag-upload-") as tmp:
         root = Path(tmp)
         copy = root / UPLOAD_DIR / name
@@ -206,3 +211,145 @@ def remove_file(settings: Settings, rel: str, change: Change | None = None) -> C
     change._backups.append((path, saved))
     change.removed.append(rel)
     return change
+
+
+# --------------------------------------------------------------------------- whole changes
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Outcome:
+    """What an upload, deletion or rebuild did; messages are Chinese and user-safe."""
+    ok: bool
+    message: str  # the summary (success) or the reason nothing changed (failure)
+    added: list[str] = field(default_factory=list)  # corpus paths now indexed
+    removed: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (file name, why) not added
+    report: BuildReport | None = None
+
+    def as_json(self) -> dict:
+        r = self.report
+        return {"ok": self.ok, "message": self.message, "added": self.added, "removed": self.removed,
+                "rejected": [{"file": f, "reason": why} for f, why in self.rejected],
+                "index": None if r is None else {"version": r.version, "documents": r.documents, "chunks": r.chunks,
+                                                  "embedded": r.embedded, "reused": r.reused,
+                                                  "seconds": round(r.seconds, 2)}}
+
+
+def validate_uploads(settings: Settings, files: list[tuple[Path, str]]) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """Split (path, original name) pairs into (valid (path, safe name) pairs, rejected (name, why))."""
+    good, rejected = [], []
+    for path, name in files:
+        try:
+            good.append((Path(path), validate_upload(settings, Path(path), name)))
+        except UploadRejected as e:
+            rejected.append((name, str(e)))
+        except Exception:
+            log.exception("validating upload %s failed", name)
+            rejected.append((name, f"{name}：检查文件时出错"))
+    return good, rejected
+
+
+def rebuild(settings: Settings, progress: Progress | None = None) -> Outcome:
+    """Rebuild the index from the corpus as it is."""
+    try:
+        report = _build(settings, progress)
+    except IndexBusy as e:
+        return Outcome(False, f"{e}。")
+    except (DocumentError, IndexError_) as e:
+        log.warning("rebuild failed: %s", e)
+        return Outcome(False, f"重建索引失败：{e}")
+    except Exception:
+        log.exception("rebuild failed")
+        return Outcome(False, "重建索引失败，现有索引保持不变。详细原因已记录在服务器日志中。")
+    return Outcome(True, _summary(report), report=report)
+
+
+def upload(settings: Settings, files: list[tuple[Path, str]], progress: Progress | None = None) -> Outcome:
+    """Validate (path, original name) pairs, add the good ones to corpus/uploads/ and rebuild;
+    on a failed rebuild the additions are undone and the index is unchanged."""
+    good, rejected = validate_uploads(settings, files)
+    if not files:
+        return Outcome(False, "请先选择要上传的文件。")
+    if not good:
+        return Outcome(False, "没有文件加入知识库，现有索引保持不变。", rejected=rejected)
+    change = Change()
+    try:
+        add_files(settings, good, change)
+        report = _build(settings, progress)
+    except IndexBusy as e:
+        change.undo()
+        return Outcome(False, f"{e}。上传的文件没有加入，请稍后重新上传。", rejected=rejected)
+    except Exception as e:
+        change.undo()
+        if isinstance(e, (DocumentError, IndexError_)):
+            log.warning("rebuild after upload failed: %s", e)
+        else:
+            log.exception("rebuild after upload failed")
+        return Outcome(False, "重建索引失败，上传的文件已撤回，现有索引保持不变。", rejected=rejected)
+    change.close()
+    skipped = dict(report.skipped)
+    added = []
+    for rel in change.added:
+        if rel in skipped:  # the indexer could not use it after all: take it out again
+            (Path(settings.corpus_dir) / rel).unlink(missing_ok=True)
+            rejected.append((Path(rel).name, f"{Path(rel).name}：{skipped[rel]}"))
+        else:
+            added.append(rel)
+    return Outcome(True, _summary(report), added=added, rejected=rejected, report=report)
+
+
+def delete(settings: Settings, rel: str, progress: Progress | None = None) -> Outcome:
+    """Remove one corpus file and rebuild; on a failed rebuild the file is put back."""
+    if not rel:
+        return Outcome(False, "请先在列表中选择要删除的文档。")
+    change = Change()
+    try:
+        remove_file(settings, rel, change)
+        report = _build(settings, progress)
+    except UploadRejected as e:
+        return Outcome(False, str(e))
+    except IndexBusy as e:
+        change.undo()
+        return Outcome(False, f"{e}。文档没有删除。")
+    except Exception:
+        change.undo()
+        log.exception("delete of %s failed", rel)
+        return Outcome(False, "删除后重建索引失败，文档已恢复，现有索引保持不变。")
+    change.close()
+    return Outcome(True, f"已删除：{rel}。" + _summary(report), removed=[rel], report=report)
+
+
+def _build(settings: Settings, progress: Progress | None) -> BuildReport:
+    report = build_index(settings, progress=progress)
+    log.info("index rebuilt in %.1fs (%s)", report.seconds, report.version)
+    return report
+
+
+def _summary(report: BuildReport) -> str:
+    return (f"索引已更新：文档 {report.documents} 篇，片段 {report.chunks} 个（新计算 {report.embedded}，"
+            f"复用 {report.reused}），用时 {report.seconds:.1f} 秒。")
+
+
+def discard_uploads(paths) -> None:
+    """Delete uploaded files from the web server's temporary folder once they have been used
+    (Gradio keeps every upload in its cache until the server stops otherwise)."""
+    import gradio.utils
+
+    cache = Path(gradio.utils.get_upload_folder()).resolve()
+    for p in paths or []:
+        path = Path(p if isinstance(p, (str, os.PathLike)) else getattr(p, "name", "") or "")
+        if not str(path):
+            continue
+        try:
+            path = path.resolve()
+            path.relative_to(cache)  # never anything outside the upload cache
+        except (OSError, ValueError):
+            continue
+        try:
+            path.unlink(missing_ok=True)
+            if path.parent != cache and not any(path.parent.iterdir()):
+                path.parent.rmdir()  # Gradio keeps each upload in a folder of its own
+        except OSError:
+            log.warning("could not delete uploaded temp file %s", path.name)
