@@ -45,14 +45,15 @@ INTENTS = {
              re.compile(r"[一二三四五六七八九十百\d]+(?:日|天|个月|年|小时)|之日起|期限|期间|及时")),
     "yesno": (re.compile(r"能不能|可不可以|能否|是否|可以吗|行不行|算不算|合法吗|合理吗|是真的吗|有没有|能.{0,12}吗|可以.{0,12}吗|要.{0,8}吗"),
               re.compile(r"可以|有权|应当|不得|不适用|无权|不承担|应予支持|除外")),
-    "how": (re.compile(r"怎么办|咋办|怎么处理|如何处理|怎么做|该怎么|怎么维权|如何维权|去哪|找谁|向谁|哪里投诉|怎么投诉|如何投诉|怎么要|怎么申请|步骤|流程|怎么弄|怎么追|要留|保留什么|证据"),
+    "how": (re.compile(r"怎么办|咋办|咋整|怎么处理|如何处理|怎么做|该怎么|怎么维权|如何维权|维权|去哪|找谁|找哪|向谁|哪里投诉|怎么投诉|如何投诉|"
+                       r"怎么要|怎么申请|怎么才能|如何才能|有什么办法|有啥办法|能做什么|步骤|流程|怎么弄|怎么追|要留|保留什么|证据"),
             re.compile(r"")),
 }
 # Domains whose rules mislead outside them: a passage in one is quoted only for a question in it.
 DOMAINS = {
     "food_drug": (re.compile(r"食品|食物|吃|喝|饮料|饮品|奶粉|零食|保健品|保健食品|外卖|餐|过期|变质|发霉|霉变|添加剂|保质期|酒|茶叶|肉|蔬菜|水果|月饼|蛋糕|药|医疗器械"),
                   re.compile(r"食品|药品|餐饮|食用农产品")),
-    "car": (re.compile(r"汽车|新车|买车|购车|提车|车辆|轿车|4[sS]店|发动机|变速[箱器]|家用车"),
+    "car": (re.compile(r"汽车|新车|买车|购车|提车|车子|修车|整车|车辆|轿车|4[sS]店|发动机|变速[箱器]|家用车"),
             re.compile(r"汽车|机动车|发动机|变速器")),
     "phone": (re.compile(r"手机|移动电话"), re.compile(r"移动电话机")),
     "computer": (re.compile(r"电脑|笔记本|台式机|计算机|平板"), re.compile(r"微型计算机")),
@@ -61,6 +62,7 @@ DOMAINS = {
 RANK_PRIOR = (1.0, 0.3, 0.0)  # the 要点 leans to the passage retrieval ranks first
 GATE_MARGIN = 0.035  # a passage this much less close (cosine) to the question than the best one is off-topic
 GATE_SCORE = 0.75  # …or whose fused retrieval score is below this share of the best one
+STEPS_MARGIN = 0.02  # a guide below the first k hits lends its steps only when about as close as the best hit
 MAX_BASIS = 3
 MAX_STEPS = 4
 BASIS_CHARS = 620
@@ -170,14 +172,17 @@ def passage_domains(hit: Hit) -> set[str]:
     return {name for name, (_, marks) in DOMAINS.items() if marks.search(text)}
 
 
-def relevant_hits(question: str, hits: list[Hit]) -> list[Hit]:
-    """The hits worth quoting: the best one, and others about the same matter (see module docstring)."""
-    if not hits:
-        return []
+def relevant_hits(question: str, hits: list[Hit], k: int = 5) -> list[Hit]:
+    """The hits worth quoting among the first ``k`` of the question's domain (see module docstring).
+
+    Passages of another domain are skipped, and the next ones in rank take their place: a
+    "保修" question retrieves the car, phone and computer 三包 rules first, and none of them
+    applies to a shop's own promise.
+    """
     asked = question_domains(question)
-    in_domain = [h for h in hits if not (passage_domains(h) - asked)]
+    in_domain = [h for h in hits if not (passage_domains(h) - asked)][:k]
     if not in_domain:
-        return hits[:1]  # everything is from another domain: keep the best; the confidence decides refusal
+        return []
     best = in_domain[0]
     return [h for h in in_domain
             if h is best or (h.closeness >= best.closeness - GATE_MARGIN and h.score >= GATE_SCORE * best.score)]
@@ -228,12 +233,17 @@ def _intent_fit(sentence: str, intents: set[str]) -> float:
 _ENUMERATION = re.compile(r"[：:]\s*(?:[（(][一二三四五六七八九十\d]+[)）]|[一二三四五六七八九十]+、)")
 
 
-def _quote(units: list[Sentence], chosen: set[int], text: str, weights: dict[str, float]) -> list[Sentence]:
-    """The chosen units, an enumeration narrowed to its lead-in and the item that answers."""
+_ASKS_LIST = re.compile(r"哪些|哪几|何种|什么情形|什么情况下|几种|范围|例外|都有什么|包括什么")
+
+
+def _quote(units: list[Sentence], chosen: set[int], text: str, weights: dict[str, float],
+           whole_lists: bool = False) -> list[Sentence]:
+    """The chosen units, an enumeration narrowed to its lead-in and the item that answers
+    (unless ``whole_lists``: the shopper asks which cases there are)."""
     out: list[Sentence] = []
     for i in sorted(chosen):
         u = units[i]
-        if _ENUMERATION.search(u.text):
+        if _ENUMERATION.search(u.text) and not whole_lists:
             narrowed = _enumeration_item(text, u, weights)
             if narrowed:
                 out.extend(narrowed)
@@ -308,7 +318,10 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
         return Answer(text, True, [], {"uncovered": uncovered})
     weights = _weights(retrieval.query_tokens)
     intents = question_intents(question)
-    chosen = relevant_hits(question, hits[:k])
+    whole_lists = bool(_ASKS_LIST.search(question))
+    chosen = relevant_hits(question, hits, k)
+    if not chosen:
+        return Answer(REFUSAL + "下面列出最接近的资料，仅供参考。", True, [], {"uncovered": uncovered})
 
     citations: dict[int, Citation] = {}  # id(hit) -> citation, numbered in order of first use
 
@@ -333,7 +346,7 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
     if key:
         _, hit, units, i = key
         picked = _with_qualifiers(units, {i})
-        quote = _quote(units, picked, hit.chunk.text, weights)
+        quote = _quote(units, picked, hit.chunk.text, weights, whole_lists)
         bare = _BARE_ANSWER.match(quote[0].text) if hit.chunk.kind == "howto" else None
         if bare:
             first = quote[0]
@@ -370,7 +383,7 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
         picked = _with_qualifiers(units, picked) - done
         if not picked:
             continue
-        quote = _quote(units, picked, text, weights)
+        quote = _quote(units, picked, text, weights, whole_lists)
         size = sum(len(s.text) for s in quote)
         if basis_lines and size > budget:
             continue
@@ -386,6 +399,9 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
     # 怎么做: steps from the best project guide section about this matter
     if "how" in intents:
         guide = next((h for h in chosen if h.chunk.kind == "howto" and _steps(h)), None)
+        if guide is None and chosen:  # a guide section a little further down, still about this matter
+            guide = next((h for h in relevant_hits(question, hits, len(hits))
+                          if h.chunk.kind == "howto" and _steps(h) and h.closeness >= chosen[0].closeness - STEPS_MARGIN), None)
         if guide is not None:
             steps = _steps(guide)[:MAX_STEPS]
             n = cite(guide, steps)

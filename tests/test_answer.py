@@ -170,3 +170,10 @@ def test_the_shipped_assistant_answers_the_cup_question_with_the_transit_rule_an
     assert "law" in kinds and "howto" in kinds
     assert not any("食品" in c["title"] for c in r["citations"])
     assert r["sections"]["key_point"]["n"] in {c["n"] for c in r["citations"]}
+
+
+def test_the_whole_list_is_quoted_when_the_shopper_asks_which_cases_there_are():
+    long_tail = "消费者基于前款规定的商品，退货时应当完好。" * 6
+    h = hit(LIST + "\n" + long_tail, title="网络购买商品七日无理由退货暂行办法", section="第六条")
+    a = compose("哪些商品不能七天无理由退货，定作的算吗", retrieval("哪些 商品 定作 七日 无理由 退货", h), 0.5)
+    assert "（一）消费者定作的商品" in a.text and "（四）交付的报纸、期刊" in a.text
