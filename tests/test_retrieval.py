@@ -1,5 +1,6 @@
 import pytest
 
+from rag.labels import KINDS
 from rag.pipeline import QuestionError
 
 
@@ -48,7 +49,7 @@ def test_json_contract_shape(assistant):
     assert [p["n"] for p in r["retrieved"]] == list(range(1, 11))
     for p in r["retrieved"] + r["citations"]:
         assert {"n", "source", "title", "kind", "section", "text", "start", "end", "score"} <= set(p)
-        assert p["kind"] in ("law", "guide")
+        assert p["kind"] in KINDS  # law | howto (our guides) | guide (third-party)
     scores = [p["score"] for p in r["retrieved"]]
     assert scores == sorted(scores, reverse=True)
 
