@@ -46,7 +46,8 @@ INTENTS = {
     "yesno": (re.compile(r"能不能|可不可以|能否|是否|可以吗|行不行|算不算|合法吗|合理吗|是真的吗|有没有|能.{0,12}吗|可以.{0,12}吗|要.{0,8}吗"),
               re.compile(r"可以|有权|应当|不得|不适用|无权|不承担|应予支持|除外")),
     "how": (re.compile(r"怎么办|咋办|咋整|怎么处理|如何处理|怎么做|该怎么|怎么维权|如何维权|维权|去哪|找谁|找哪|向谁|哪里投诉|怎么投诉|如何投诉|"
-                       r"怎么要|怎么申请|怎么才能|如何才能|有什么办法|有啥办法|能做什么|步骤|流程|怎么弄|怎么追|要留|保留什么|证据"),
+                       r"怎么要|怎么申请|怎么才能|如何才能|有什么办法|有啥办法|能做什么|步骤|流程|怎么弄|怎么追|要留|保留什么|证据|"
+                       r"途径|渠道|准备什么|什么材料|手续|怎么判断|怎么让|怎么查|找.{0,12}还是"),
             re.compile(r"")),
 }
 # Domains whose rules mislead outside them: a passage in one is quoted only for a question in it.
@@ -60,14 +61,14 @@ DOMAINS = {
     "audio_video": (re.compile(r"电视|音响|音箱|功放|影碟|家庭影院|投影|视听"), re.compile(r"家用视听")),
 }
 RANK_PRIOR = (1.0, 0.3, 0.0)  # the 要点 leans to the passage retrieval ranks first
-GATE_MARGIN = 0.035  # a passage this much less close (cosine) to the question than the best one is off-topic
+GATE_MARGIN = 0.02  # a passage this much less close (cosine) to the question than the best one is off-topic
 GATE_SCORE = 0.75  # …or whose fused retrieval score is below this share of the best one
-STEPS_MARGIN = 0.02  # a guide below the first k hits lends its steps only when about as close as the best hit
-MAX_BASIS = 3
+STEPS_MARGIN = 0.05  # a guide below the first k hits lends its steps only when about as close as the best hit
+MAX_BASIS = 2
 MAX_STEPS = 4
 BASIS_CHARS = 620
 BASIS_SHARE = 0.5  # a further sentence of a passage is quoted only if half as close to the question as its best
-LEXICAL_FLOOR = 0.1  # a further law passage must share this much of the question's words in one sentence
+LEXICAL_FLOOR = 0.25  # a further law passage must share this much of the question's words in one sentence
 WHOLE_PASSAGE = 320  # a law passage this short is quoted whole: nothing decisive can be cut off
 
 
@@ -400,8 +401,9 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
     if "how" in intents:
         guide = next((h for h in chosen if h.chunk.kind == "howto" and _steps(h)), None)
         if guide is None and chosen:  # a guide section a little further down, still about this matter
-            guide = next((h for h in relevant_hits(question, hits, len(hits))
-                          if h.chunk.kind == "howto" and _steps(h) and h.closeness >= chosen[0].closeness - STEPS_MARGIN), None)
+            asked = question_domains(question)
+            guide = next((h for h in hits if h.chunk.kind == "howto" and _steps(h) and not (passage_domains(h) - asked)
+                          and h.closeness >= chosen[0].closeness - STEPS_MARGIN), None)
         if guide is not None:
             steps = _steps(guide)[:MAX_STEPS]
             n = cite(guide, steps)
