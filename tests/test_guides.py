@@ -131,3 +131,16 @@ def test_the_command_line_fails_on_planted_errors_and_passes_a_correct_guide(tmp
     assert main([str(bad)]) == 1
     out = capsys.readouterr().out
     assert "bad.md:11:" in out and "bad.md:12:" in out and "2 个错误" in out
+
+
+def test_every_howto_section_fits_one_passage():
+    """A section longer than a chunk is split, and a step quoted from its second half loses its heading."""
+    import re as _re
+
+    from rag.config import Settings
+
+    limit = Settings().chunk_max_chars
+    for path in howto_files(CORPUS):
+        body = path.read_text(encoding="utf-8").split("\n---", 1)[-1]
+        for section in _re.split(r"^## ", body, flags=_re.M)[1:]:
+            assert len(section) <= limit, f"{path.name}: {section[:30]}… has {len(section)} characters"
