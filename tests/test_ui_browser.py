@@ -210,6 +210,19 @@ def _md(name: str, text: str) -> dict:
     return {"name": name, "mimeType": "text/markdown", "buffer": text.encode("utf-8")}
 
 
+def test_answer_shows_key_point_basis_and_steps_with_both_badges(page, output_dir):
+    ans = _ask(page, "淘宝买的杯子到手就碎了，商家不认怎么办？")
+    key = ans.locator(".ans-key")
+    assert key.count() == 1 and "要点" in key.inner_text() and "运输" in key.inner_text()
+    assert ans.locator(".ans-h-steps").inner_text() == "怎么做："
+    assert ans.locator(".ans-step").count() >= 2
+    assert ans.locator(".badge-howto").count() >= 1 and ans.locator(".badge-law").count() >= 1
+    assert "食品" not in ans.locator(".cite-card .card-title").all_inner_texts().__str__()
+    page.evaluate("[...document.querySelectorAll('#chat .rag-question')].pop().scrollIntoView({block: 'start'});"
+                  "window.scrollTo(0, 0)")
+    page.screenshot(path=str(output_dir / "answer_shape.png"))
+
+
 def test_ask_shows_answer_with_citations_and_law_badge(page, output_dir):
     from playwright.sync_api import expect
 

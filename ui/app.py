@@ -412,7 +412,7 @@ def build_app(settings: Settings, app: App | None = None) -> gr.Blocks:
     with gr.Blocks(title="售后问答", delete_cache=(600, 3600)) as demo:
         demo.rag_app = app  # for tests and embedding
         gr.Markdown("## 售后问答\n根据法律条文与维权指南回答网购售后问题。每句回答都标有来源 [n]，"
-                    "“经验指南（未经核实）”来自第三方经验文章，仅供参考，不构成法律意见。")
+                    "“办事指南（依据法条整理）”由本项目依据条文编写、每句注明条文；“经验指南（未经核实）”来自第三方经验文章，仅供参考。均不构成法律意见。")
         with gr.Tabs():
             with gr.Tab("提问", id="ask", elem_id="tab-ask"):
                 chatbot = gr.Chatbot(
