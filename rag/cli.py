@@ -1,4 +1,4 @@
-"""Command line: ``rag index``, ``rag ask``, ``rag serve``, ``rag eval``, ``rag feedback``.
+"""Command line: ``rag index``, ``rag ask``, ``rag serve``, ``rag eval``, ``rag feedback``, ``rag log``.
 
 Errors a user can cause (no index, empty question, bad corpus) print one
 Chinese sentence and exit non-zero; tracebacks are only for real bugs.
@@ -189,6 +189,24 @@ def cmd_feedback(args) -> int:
     return 0
 
 
+def cmd_log(args) -> int:
+    from .convlog import for_settings
+
+    conv = for_settings(_settings(args))
+    if args.action == "purge":
+        print(f"已删除 {conv.purge()} 条超过保留期（{conv.retention_days} 天）的对话记录。", file=sys.stderr)
+        return 0
+    if not conv.path.exists():
+        raise UserError(f"还没有对话记录：{conv.path}")
+    text = conv.export(args.format, days=args.days)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"已导出 {text.count(chr(10)) - (args.format == 'csv')} 条对话记录到 {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--corpus", help="知识库文件夹（默认：仓库里的 corpus/）")
@@ -239,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     pf.add_argument("action", choices=["export"])
     pf.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     pf.set_defaults(func=cmd_feedback)
+
+    pl = sub.add_parser("log", parents=[common], help="导出对话记录（网页和 HTTP API 的提问，已脱敏）")
+    pl.add_argument("action", choices=["export", "purge"], help="export：导出；purge：删除超过保留期的记录")
+    pl.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    pl.add_argument("--days", type=float, default=None, help="只导出最近这么多天")
+    pl.add_argument("--out", help="写入文件（默认输出到屏幕）")
+    pl.set_defaults(func=cmd_log)
     return p
 
 

@@ -72,10 +72,16 @@ class Settings:
     # Largest file accepted per upload (web app and API), RAG_MAX_UPLOAD_MB; the indexer's own limit is max_file_bytes.
     max_upload_bytes: int = field(default_factory=lambda: int(float(os.environ.get("RAG_MAX_UPLOAD_MB", "5")) * 1024 * 1024))
     admin_session_hours: float = 8.0  # a web-app administrator login lasts this long
+    # Conversation log (rag/convlog.py): every question asked in the web app or over the HTTP API, with phone,
+    # ID-card and order numbers and addresses masked before storing. RAG_CONVLOG=0 switches it off.
+    convlog: bool = field(default_factory=lambda: os.environ.get("RAG_CONVLOG", "1").strip().lower()
+                          not in ("0", "false", "no", "off"))
+    convlog_file: Path | None = None  # None = <index_dir>/conversations.sqlite3
+    convlog_retention_days: int = field(default_factory=lambda: int(os.environ.get("RAG_CONVLOG_RETENTION_DAYS", "90")))
 
     def with_(self, **changes) -> "Settings":
         changes = {k: v for k, v in changes.items() if v is not None}
-        for key in ("corpus_dir", "index_dir", "cache_dir", "embedding_cache", "api_keys_file"):
+        for key in ("corpus_dir", "index_dir", "cache_dir", "embedding_cache", "api_keys_file", "convlog_file"):
             if key in changes:
                 changes[key] = Path(changes[key]).expanduser().resolve()
         return replace(self, **changes)

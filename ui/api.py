@@ -296,11 +296,15 @@ def add_api(api: FastAPI, app, keys: KeyStore) -> None:
 
         a = assistant()
         try:
-            return a.ask(question, k=k, mode=mode, qid=qid, use_llm=use_llm, history=history)
+            result = a.ask(question, k=k, mode=mode, qid=qid, use_llm=use_llm, history=history)
         except QuestionError as e:
             raise ApiError(400, str(e)) from None
         except IndexError_ as e:
             raise ApiError(503, f"索引暂时不可用：{e}", "service_unavailable") from None
+        from rag import convlog
+
+        convlog.record(settings, result, "api", mode=mode, k=k)  # masked; written by a background thread
+        return result
 
     # -- asking ------------------------------------------------------------------------
     @api.get("/api/v1/health", tags=["提问"], summary="服务状态：索引版本、文档数、片段数、模型")

@@ -31,13 +31,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from rag import feedback
+from rag import convlog, feedback
 from rag.auth import AdminPassword, LoginThrottle
 from rag.config import Settings
 from rag.documents import DocumentError
 from rag.index import IndexError_
 
-from . import kb
+from . import i18n, kb
+from .console import CSS as CONSOLE_CSS, add_console
 from .render import answer_html, notice_html, question_html
 
 log = logging.getLogger("ui")
@@ -262,13 +263,14 @@ class App:
                 note = (note + " " if note else "") + (
                     f"（由大模型 {llm.get('model')} 撰写；{llm.get('supported')}/{llm.get('total')} 句已在资料中核实"
                     + ("，无法核实的句子已标注" if llm.get("supported") != llm.get("total") else "") + "）")
+            log_id = convlog.record(self.settings, result, "web", mode=mode, k=k)  # masked, off the hot path
             turn_id = uuid.uuid4().hex[:10]
             body = answer_html(result, turn_id, show_scores=bool(show_scores), full_sections=self.full_section,
                                note=note)
             history[-1] = {"role": "assistant", "content": body}
             turns[str(len(history) - 1)] = {
                 "question": q, "answer": result["answer"], "citations": result["citations"],
-                "refused": result["refused"], "index_version": result.get("index_version"),
+                "refused": result["refused"], "index_version": result.get("index_version"), "log_id": log_id,
             }
             status = "" if not result["refused"] else _status("资料中没有找到可靠依据，下面列出的是最接近的资料。", "info")
         except QuestionError as e:
@@ -336,6 +338,7 @@ class App:
         if turn is None or data.liked not in (True, False):
             return gr.skip()
         try:
+            convlog.feedback(self.settings, turn.get("log_id"), "up" if data.liked else "down")
             feedback.record(self.settings, turn["question"], turn["answer"], turn["citations"],
                             "up" if data.liked else "down", index_version=turn.get("index_version"))
         except Exception:
@@ -423,7 +426,7 @@ def build_app(settings: Settings, app: App | None = None) -> gr.Blocks:
                 )
                 turns = gr.State({})
                 with gr.Row(equal_height=True):
-                    question = gr.Textbox(elem_id="question", show_label=False, lines=1, max_lines=5, scale=8,
+                    question = gr.Textbox(elem_id="question", label="问题", show_label=False, lines=1, max_lines=5, scale=8,
                                           placeholder="例如：网上买的衣服不喜欢，7天内能退吗？（回车发送）")
                     send = gr.Button("发送", variant="primary", elem_id="send", scale=1, min_width=80)
                     clear = gr.Button("清空对话", elem_id="clear", scale=1, min_width=80)
@@ -498,11 +501,12 @@ def build_app(settings: Settings, app: App | None = None) -> gr.Blocks:
                 password.submit(app.login, [password, admin_session], login_outputs, **login_events)
                 if app.admin_required:
                     logout_btn.click(app.logout, [admin_session], login_outputs, api_visibility="private")
+            add_console(app, admin_session)  # 运营后台: log, unresolved questions, hit test, stats (ui/console.py)
         demo.load(app.kb_view, [admin_session], view_outputs, api_visibility="private")
     return demo
 
 
-LAUNCH_OPTIONS = dict(css=CSS, head=HEAD, theme=gr.themes.Soft(
+LAUNCH_OPTIONS = dict(css=CSS + CONSOLE_CSS, head=HEAD + i18n.head(), i18n=i18n.translations(), theme=gr.themes.Soft(
     font=["Noto Sans CJK SC", "WenQuanYi Zen Hei", "PingFang SC", "Microsoft YaHei", "system-ui", "sans-serif"],
     font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]), show_error=False, footer_links=[])
 

@@ -27,7 +27,7 @@ from rag.index import BuildReport, IndexBusy, IndexError_, build_index, current_
 
 log = logging.getLogger(__name__)
 UPLOAD_DIR = "uploads"
-KIND_NAME = {"law": "法律", "guide": "指南"}
+KIND_NAME = {"law": "法律", "howto": "办事指南", "guide": "指南"}
 
 
 class UploadRejected(ValueError):
