@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", action="append", choices=list(CONFIGS), help="repeatable; default: all")
     p.add_argument("--corpus")
     p.add_argument("--index")
+    p.add_argument("--store", choices=["faiss", "milvus"], help="where the index lives (default: RAG_STORE or faiss)")
     p.add_argument("--out", default=str(REPO_ROOT / "eval" / "reports"))
     p.add_argument("--dump", help="write every config's answers as JSONL into this folder")
     p.add_argument("--answers", action="append", metavar="NAME=FILE.jsonl",
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args, argv) -> int:
-    base = Settings().with_(corpus_dir=args.corpus, index_dir=args.index)
+    base = Settings().with_(corpus_dir=args.corpus, index_dir=args.index, store=args.store)
     from rag.index import ensure_index
 
     questions = load_questions(Path(args.questions), args.split)

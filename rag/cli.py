@@ -22,7 +22,7 @@ class UserError(Exception):
 
 
 def _settings(args) -> Settings:
-    return Settings().with_(corpus_dir=args.corpus, index_dir=args.index)
+    return Settings().with_(corpus_dir=args.corpus, index_dir=args.index, store=getattr(args, "store", None))
 
 
 def cmd_index(args) -> int:
@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--corpus", help="知识库文件夹（默认：仓库里的 corpus/）")
     common.add_argument("--index", help="索引文件夹（默认：仓库里的 index/）")
+    common.add_argument("--store", choices=["faiss", "milvus"],
+                        help="索引存放在哪里：faiss（本地文件，默认）或 milvus（RAG_MILVUS_URI；默认同 RAG_STORE）")
     common.add_argument("-v", "--verbose", action="store_true")
     p = argparse.ArgumentParser(prog="rag", description="售后问答：基于法律条文和维权指南的网购售后问答")
     sub = p.add_subparsers(dest="cmd", required=True)

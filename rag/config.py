@@ -52,6 +52,12 @@ class Settings:
     ann: str = field(default_factory=lambda: os.environ.get("RAG_ANN", "auto"))
     ann_min_vectors: int = 50_000
     ann_ivf_min_vectors: int = 200_000
+    # Where the index lives (rag/store.py): "faiss" = files in index_dir; "milvus" = one collection per knowledge
+    # base (named after index_dir, or RAG_MILVUS_COLLECTION) at RAG_MILVUS_URI: a local file = Milvus Lite
+    # (default <index_dir>/milvus.db), http://host:19530 = standalone/cluster; RAG_MILVUS_TOKEN optional.
+    store: str = field(default_factory=lambda: os.environ.get("RAG_STORE", "faiss").strip().lower() or "faiss")
+    milvus_uri: str = field(default_factory=lambda: os.environ.get("RAG_MILVUS_URI", ""))
+    milvus_collection: str = field(default_factory=lambda: os.environ.get("RAG_MILVUS_COLLECTION", ""))
     # Answer composition
     max_answer_sentences: int = 4
     max_question_chars: int = 1000

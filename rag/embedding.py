@@ -131,7 +131,8 @@ class Embedder:
 
 def get_embedder(settings: Settings) -> Embedder:
     """Cache: loading the model costs seconds, so every caller in a process shares one."""
-    return _cached_embedder(settings.with_(corpus_dir=".", index_dir="."))
+    return _cached_embedder(settings.with_(corpus_dir=".", index_dir=".", store="faiss", milvus_uri="",
+                                           milvus_collection=""))
 
 
 @lru_cache(maxsize=4)

@@ -116,9 +116,48 @@ class LoadedIndex:
     keyword: KeywordIndex  # chunk text only
     keyword_q: KeywordIndex  # chunk text + typical questions
 
+    kind = "faiss"
+
     @property
     def version(self) -> str:
         return self.path.name
+
+    # The store-view surface (rag/store.py).
+    def fetch(self, ids) -> list[Chunk]:
+        return [self.chunks[int(i)] for i in ids]
+
+    @property
+    def vocab(self):
+        return self.keyword.vocab
+
+    def dense_search(self, query_vector: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best cosine per chunk: (its passage vector, its best typical question); -1 = not in the candidates."""
+        n = len(self.chunks)
+        q = query_vector[None, :].astype(np.float32)
+        passage = np.full(n, -1.0, dtype=np.float32)
+        sims, ids = self.faiss_index.search(q, min(n, depth))
+        ok = ids[0] >= 0
+        passage[ids[0][ok]] = sims[0][ok]
+        question = np.full(n, -1.0, dtype=np.float32)
+        nq = self.question_index.ntotal
+        if nq:
+            sims, ids = self.question_index.search(q, min(nq, depth))
+            # rows are sorted by similarity, so the first time an owner appears is its best question
+            for sim, row in zip(sims[0][::-1], ids[0][::-1]):
+                if row >= 0:
+                    question[self.owners[n + row]] = sim
+        return passage, question
+
+    def keyword_index(self, typical_questions: bool = True) -> KeywordIndex:
+        return self.keyword_q if typical_questions else self.keyword
+
+    def keyword_search(self, tokens: list[str], typical_questions: bool = True) -> np.ndarray:
+        return self.keyword_index(typical_questions).scores(tokens)
+
+    def stats(self) -> dict:
+        return {"store": "faiss", "where": str(self.path), "version": self.version,
+                "documents": len(self.manifest.get("documents", {})), "chunks": len(self.chunks),
+                "rows": int(len(self.vectors)), "ann": self.manifest.get("ann")}
 
 
 def current_version(index_dir: Path) -> Path | None:
@@ -382,7 +421,54 @@ def entries_for(chunks: list[Chunk]) -> tuple[list[tuple[str, bool]], np.ndarray
 
 
 def build_index(settings: Settings, embedder=None, progress=None, strict: bool = False, wait: bool = False) -> BuildReport:
-    """Build a new index version and switch to it. ``progress(done, total)`` reports embedding."""
+    """Build a new index version and switch to it. ``progress(done, total)`` reports embedding.
+    ``settings.store`` picks where it is written (rag/store.py): FAISS files here, or Milvus."""
+    if settings.store != "faiss":
+        from .store import get_store
+
+        return get_store(settings).build(embedder=embedder, progress=progress, strict=strict, wait=wait)
+    return build_faiss_index(settings, embedder=embedder, progress=progress, strict=strict, wait=wait)
+
+
+def embed_missing(settings: Settings, entries: list[tuple[str, bool]], keys: list[str], old: dict[str, np.ndarray],
+                  embedder=None, progress=None) -> tuple[np.ndarray, list[int], object]:
+    """Vectors for ``entries``: from ``old`` (by key), else the embedding cache, else the model (loaded
+    only when something is new). Returns (vectors, indices embedded anew, embedder)."""
+    from .embedding import get_embedder
+
+    todo = [i for i, k in enumerate(keys) if k not in old]
+    cache = open_cache(settings) if todo else None
+    if cache is not None:
+        old.update(cache.get_many([keys[i] for i in todo]))
+        todo = [i for i in todo if keys[i] not in old]
+    if todo and embedder is None:  # loading the model takes seconds: only when something is new
+        embedder = get_embedder(settings)
+    dim = embedder.dim if embedder is not None else len(next(iter(old.values())))
+    vectors = np.zeros((len(entries), dim), dtype=np.float32)
+    for i, k in enumerate(keys):
+        if k in old:
+            vectors[i] = old[k]
+    if todo:
+        passages = [i for i in todo if not entries[i][1]]
+        queries = [i for i in todo if entries[i][1]]
+        report_to = (lambda off: (lambda d, t: progress(off + d, len(todo)))) if progress else (lambda off: None)
+        if passages:
+            vectors[passages] = embedder.encode_passages([entries[i][0] for i in passages], progress=report_to(0))
+        if queries:
+            vectors[queries] = embedder.encode_questions([entries[i][0] for i in queries],
+                                                         progress=report_to(len(passages)))
+        if cache is not None:
+            cache.put_many({keys[i]: vectors[i] for i in todo})
+    elif progress:
+        progress(len(entries), len(entries))
+    if cache is not None:
+        cache.close()
+    return vectors, todo, embedder
+
+
+def build_faiss_index(settings: Settings, embedder=None, progress=None, strict: bool = False,
+                      wait: bool = False) -> BuildReport:
+    """``build_index`` for the FAISS store: a new version folder, verified, then CURRENT switched."""
     t0 = time.time()
     index_dir = Path(settings.index_dir)
     with build_lock(index_dir, wait=wait):
@@ -390,39 +476,14 @@ def build_index(settings: Settings, embedder=None, progress=None, strict: bool =
         if not docs:
             raise DocumentError(f"知识库文件夹 {settings.corpus_dir} 里没有可索引的文档")
         tq_hashes = load_typical_questions(settings, chunks)
-        from .embedding import get_embedder, model_id_for
+        from .embedding import model_id_for
 
         model_id = embedder.model_id if embedder is not None else model_id_for(settings)
         old, damaged = _previous_vectors(index_dir, model_id)
         entries, owners = entries_for(chunks)
         keys = [text_hash(model_id, ("Q\x00" if is_q else "P\x00") + t) for t, is_q in entries]
-        todo = [i for i, k in enumerate(keys) if k not in old]
-        cache = open_cache(settings) if todo else None
-        if cache is not None:
-            old.update(cache.get_many([keys[i] for i in todo]))
-            todo = [i for i in todo if keys[i] not in old]
-        if todo and embedder is None:  # loading the model takes seconds: only when something is new
-            embedder = get_embedder(settings)
-        dim = embedder.dim if embedder is not None else len(next(iter(old.values())))
-        vectors = np.zeros((len(entries), dim), dtype=np.float32)
-        for i, k in enumerate(keys):
-            if k in old:
-                vectors[i] = old[k]
-        if todo:
-            passages = [i for i in todo if not entries[i][1]]
-            queries = [i for i in todo if entries[i][1]]
-            report_to = (lambda off: (lambda d, t: progress(off + d, len(todo)))) if progress else (lambda off: None)
-            if passages:
-                vectors[passages] = embedder.encode_passages([entries[i][0] for i in passages], progress=report_to(0))
-            if queries:
-                vectors[queries] = embedder.encode_questions([entries[i][0] for i in queries],
-                                                             progress=report_to(len(passages)))
-            if cache is not None:
-                cache.put_many({keys[i]: vectors[i] for i in todo})
-        elif progress:
-            progress(len(entries), len(entries))
-        if cache is not None:
-            cache.close()
+        vectors, todo, embedder = embed_missing(settings, entries, keys, old, embedder, progress)
+        dim = vectors.shape[1]
 
         version = f"v-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{int(time.time() * 1000) % 1000:03d}"
         tmp = index_dir / (version + ".partial")
@@ -580,9 +641,15 @@ def progress_bar(desc: str):
 def ensure_index(settings: Settings) -> BuildReport | None:
     """Build the index when there is none (or its CURRENT is unreadable), so that `make run`,
     `rag serve` and `rag eval` work on a fresh clone. Says so on stderr; returns the report."""
-    path = current_version(settings.index_dir)
-    if path is not None and path.is_dir():
-        return None
+    if settings.store != "faiss":
+        from .store import get_store
+
+        if get_store(settings).current() is not None:
+            return None
+    else:
+        path = current_version(settings.index_dir)
+        if path is not None and path.is_dir():
+            return None
     print(f"还没有索引，正在从 {settings.corpus_dir} 建立（首次约需一两分钟）…", file=sys.stderr)
     report = build_index(settings, progress=progress_bar("计算向量"), wait=True)
     print(report.summary(), file=sys.stderr)

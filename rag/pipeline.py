@@ -13,7 +13,7 @@ import time
 from .answer import Answer, compose
 from .config import Settings
 from .gaps import uncovered_terms
-from .index import LoadedIndex, current_version, load_index
+from .index import LoadedIndex
 from .retrieve import Hit, Retriever
 
 
@@ -40,7 +40,7 @@ def known_words(index: LoadedIndex) -> set[str]:
     """Words the sources or the shoppers' lexicon know: a name outside them is a gap (rag/gaps.py)."""
     from .lexicon import load_lexicon
 
-    return set(index.keyword.vocab) | {key.lower() for key, _ in load_lexicon()}
+    return set(index.vocab) | {key.lower() for key, _ in load_lexicon()}
 
 
 class Assistant:
@@ -52,9 +52,11 @@ class Assistant:
 
             llm = LLMConfig.from_env()
         self.llm = llm
-        path = current_version(self.settings.index_dir)
-        if path is None or not path.exists():  # say so before spending seconds on the model
-            load_index(self.settings)
+        from .store import get_store
+
+        self.store = get_store(self.settings)  # FAISS files or Milvus (rag/store.py)
+        if self.store.current() is None:  # say so before spending seconds on the model
+            self.store.open()
         if embedder is None:
             from .embedding import get_embedder
 
@@ -70,14 +72,14 @@ class Assistant:
         return self._index
 
     def reload(self, force: bool = False) -> bool:
-        """Switch to the newest index version if CURRENT moved; returns True when it switched."""
-        want = current_version(self.settings.index_dir)
-        if not force and self._index is not None and want == self._index.path:
+        """Switch to the newest index version if CURRENT (FAISS) or the alias (Milvus) moved; returns True when it switched."""
+        want = self.store.current()
+        if not force and self._index is not None and want == self._index.version:
             return False
         with self._lock:
-            if not force and self._index is not None and want == self._index.path:
+            if not force and self._index is not None and want == self._index.version:
                 return False
-            index = load_index(self.settings, model_id=self.embedder.model_id)
+            index = self.store.open(model_id=self.embedder.model_id)
             self._index, self._retriever = index, Retriever(index, self.embedder, self.settings)
             self._known_words = known_words(index)
         return True

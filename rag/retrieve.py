@@ -136,22 +136,7 @@ class Retriever:
 
     def dense_scores(self, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Best cosine per chunk: (its passage vector, its best typical question); -1 = not in the candidates."""
-        n = len(self.index.chunks)
-        q = query_vector[None, :].astype(np.float32)
-        depth = max(self.settings.candidates * 4, 200)
-        passage = np.full(n, -1.0, dtype=np.float32)
-        sims, ids = self.index.faiss_index.search(q, min(n, depth))
-        ok = ids[0] >= 0
-        passage[ids[0][ok]] = sims[0][ok]
-        question = np.full(n, -1.0, dtype=np.float32)
-        nq = self.index.question_index.ntotal
-        if nq:
-            sims, ids = self.index.question_index.search(q, min(nq, depth))
-            # rows are sorted by similarity, so the first time an owner appears is its best question
-            for sim, row in zip(sims[0][::-1], ids[0][::-1]):
-                if row >= 0:
-                    question[self.index.owners[n + row]] = sim
-        return passage, question
+        return self.index.dense_search(query_vector, max(self.settings.candidates * 4, 200))
 
     def retrieve(self, question: str, k: int | None = None, mode: str | None = None,
                  query_vector: np.ndarray | None = None) -> Retrieval:
@@ -162,6 +147,15 @@ class Retriever:
         expanded = expand_query(question) if s.expand_query else question
         asked, added = tokenize(question), tokenize(expanded[len(question):])
         tokens = asked + added
+        if mode == "hybrid" and getattr(self.index, "engine_search", None) is not None:
+            # The store fuses dense + BM25 itself (Milvus hybrid_search + RRFRanker); what it cannot express
+            # (best-of passage/question per chunk, the expansion weight) is in engine_search, the guide
+            # passing below in _finish, on the engine's candidates (rag/milvus_store.py).
+            if query_vector is None:
+                query_vector = self.query_vector(question)
+            fused, dense, dense_q, keyword = self.index.engine_search(
+                query_vector, question, expanded[len(question):], s)
+            return self._finish(fused, dense, dense_q, keyword, tokens, k, mode, self.index.keyword_index(True))
         dense = np.full(n, -1.0, dtype=np.float32)
         dense_q = np.full(n, -1.0, dtype=np.float32)
         if mode in ("hybrid", "dense"):
@@ -170,7 +164,7 @@ class Retriever:
             dense, dense_q = self.dense_scores(query_vector)
             if not s.typical_questions:
                 dense_q[:] = -1.0
-        kw_index = self.index.keyword_q if s.typical_questions else self.index.keyword
+        kw_index = self.index.keyword_index(s.typical_questions)
         keyword = np.zeros(n, np.float32)
         if mode in ("hybrid", "keyword"):
             # The shopper's own words count fully, the lexicon's legal terms as hints: otherwise a few generic
@@ -194,6 +188,10 @@ class Retriever:
             for r, i in enumerate(top_indices(keyword, cand)):
                 if keyword[i] > 0:
                     fused[i] += s.keyword_weight / (s.rrf_k + r + 1)
+        return self._finish(fused, dense, dense_q, keyword, tokens, k, mode, kw_index)
+
+    def _finish(self, fused, dense, dense_q, keyword, tokens, k, mode, kw_index) -> Retrieval:
+        """Guide sections pass their score to the articles they rest on; the top k become hits."""
         for i in top_indices(fused, FOLLOW_FROM):
             for j in self.basis.get(int(i), ()):
                 fused[j] = max(fused[j], FOLLOW_SHARE * fused[i])
