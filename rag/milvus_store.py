@@ -133,9 +133,9 @@ def connect(settings: Settings):
             return client
         try:
             logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-            from .keyword import _jieba
+            import jieba
 
-            _jieba()  # quiet and loaded once: Milvus Lite's jieba analyzer uses the same module
+            jieba.setLogLevel(logging.WARNING)  # Milvus Lite's analyzer uses this module; loaded only when text is analysed
             from pymilvus import MilvusClient
 
             for name in ("pymilvus", "pymilvus.client.iterator.query_iterator"):  # its iterator warns on Milvus Lite
