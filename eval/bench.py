@@ -20,6 +20,10 @@ One process measures, on the shipped corpus (``corpus/``) and the dev questions
    and our full hybrid ``Retriever.retrieve`` over those indexes.
 
 Writes ``<out>/bench.md``, ``<out>/bench.png`` and ``<out>/bench.json``.
+
+``--stores`` runs only the store comparison instead (``rag/store.py``): FAISS files vs Milvus Lite at
+``--scales`` (default 10k and 100k synthetic chunks), each in its own process: build, open, hybrid
+``Retriever.retrieve`` p50/p95 and memory; writes ``<out>/bench_stores.md`` and ``bench_stores.json``.
 ``--quick`` (used by tests/test_bench_smoke.py) indexes a 3-document subset of
 the corpus, answers 20 questions and runs the 10k scale only.
 """
@@ -478,6 +482,9 @@ class _SyntheticChunks:
     def __getitem__(self, i: int):
         from rag.chunking import Chunk
 
+        if not -self.n <= i < self.n:  # iteration (guide_basis walks all chunks) ends here
+            raise IndexError(i)
+
         return Chunk(id=str(i), source="synthetic.md", title="synthetic", kind="law", section=f"#{i}",
                      heading_path=[], article=None, start=0, end=0, text="")
 
@@ -751,6 +758,162 @@ def bench_scale(args, anchors: np.ndarray | None, dim: int, questions: list[dict
         rows[-1]["rss_after_mb"] = proc_status().get("VmRSS")
         rows[-1]["loadavg"] = loadavg()
     return rows
+
+
+# ----------------------------------------------------------------------------- 4b. FAISS vs Milvus Lite
+
+STORE_SCALES = "10000,100000"
+
+
+def _store_corpus(n: int, dim: int) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
+    """n synthetic chunks: real-mix vectors (around the repo index's vectors when there is one) and text of
+    80 words drawn from the shipped corpus' word frequencies; plus 60 question texts and query vectors."""
+    from rag.index import current_version
+
+    rng = np.random.default_rng(4321 + n)
+    anchors = None
+    cur = current_version(REPO_ROOT / "index")
+    if cur is not None and (cur / "vectors.npy").exists():
+        anchors = np.load(cur / "vectors.npy")
+        if anchors.shape[1] != dim:
+            anchors = None
+    x = gen_vectors(n, dim, anchors, rng, "real-mix" if anchors is not None else "uniform")
+    vocab, probs = bm25_vocab()
+    keep = np.array([not str(w).startswith("§") for w in vocab])
+    vocab, probs = vocab[keep], probs[keep] / probs[keep].sum()
+    texts = ["".join(vocab[r]) for r in rng.choice(len(vocab), size=(n, 80), p=probs)]
+    from eval.run import load_questions
+
+    qs = [q["question"] for q in load_questions(REPO_ROOT / "eval" / "questions.jsonl")][:60]
+    return x, texts, make_queries(x, len(qs), rng), qs
+
+
+def store_child(args) -> int:
+    """One store at one size in a fresh process (so its memory is its own): build, open, query; JSON on stdout."""
+    from rag.config import Settings
+    from rag.retrieve import Retriever
+
+    pin_threads(args.threads, torch_too=False)
+    n, kind, dim = args.store_n, args.store_child, DIM_DEFAULT
+    x, texts, qv, qs = _store_corpus(n, dim)
+    work = Path(args.index)
+    work.mkdir(parents=True, exist_ok=True)
+    gc.collect()
+    base = proc_status()
+    s = Settings().with_(index_dir=work / "kb", corpus_dir=work)
+    out = {"store": kind, "n": n}
+    t = time.perf_counter()
+    if kind == "faiss":
+        import faiss
+
+        from rag.index import KEYWORD_MODE, LoadedIndex, _make_faiss, choose_index_type
+        from rag.keyword import KeywordIndex, tokenize
+
+        ann = choose_index_type(n, s.ann, s.ann_min_vectors, s.ann_ivf_min_vectors)
+        ki = KeywordIndex(KEYWORD_MODE).build_from_tokens([tokenize(t) for t in texts])
+        index = _make_faiss(x, dim, ann)
+        (work / "kb").mkdir(exist_ok=True)
+        faiss.write_index(index, str(work / "kb" / "dense.faiss"))
+        ki.save(work / "kb" / "bm25")
+        np.save(work / "kb" / "vectors.npy", x)
+        out["build_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        view = LoadedIndex(work / "kb", {}, _SyntheticChunks(n), x, np.arange(n, dtype=np.int32), index,
+                           faiss.IndexFlatIP(dim), ki, ki)
+        out["open_s"] = time.perf_counter() - t
+        out["index"] = f"FAISS {ann} + BM25 (bm25s)"
+    else:
+        from rag import milvus_store as ms
+
+        store = ms.MilvusStore(s.with_(store="milvus"))
+        c = store.client
+        target = store.side("a")
+        if c.has_collection(target):
+            c.drop_collection(target)
+        store._create(target, n, dim)
+        for i in range(0, n, 2000):
+            c.insert(target, [{"id": f"p{j:08d}", "chunk": f"p{j:08d}", "row": ms.ROW_PASSAGE, "vkey": "",
+                               "search": ms.search_text(texts[j]), "dense": x[j].tolist(), "source": "synthetic.md",
+                               "title": "synthetic", "kind": "law", "section": f"#{j}", "article": "", "start": j,
+                               "end": j, "part": 0, "heading_path": "[]", "body": texts[j][:200], "questions": "[]"}
+                              for j in range(i, min(n, i + 2000))])
+        manifest = {"format": ms.FORMAT_VERSION, "schema": ms.SCHEMA, "model_id": "synthetic",
+                    "chunker": s.chunker_id(), "documents": {"synthetic.md": {}}, "chunks": n, "entries": n,
+                    "version": "synthetic"}
+        c.insert(target, ms._meta_rows(manifest, dim))
+        c.flush(target)
+        try:
+            c.create_alias(target, store.name)
+        except Exception:
+            c.alter_alias(target, store.name)
+        out["build_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        view = store.open()
+        out["open_s"] = time.perf_counter() - t
+        idx, _ = ms._dense_index(n, s, True)
+        out["index"] = f"Milvus Lite {idx['index_type']} + BM25 (jieba)"
+    out["after_build"] = proc_status()
+    r = Retriever(view, None, s)
+    ms_ = []
+    for i, q in enumerate([qs[0]] + qs):
+        t = time.perf_counter()
+        r.retrieve(q, k=10, query_vector=qv[max(i - 1, 0)])
+        if i:
+            ms_.append((time.perf_counter() - t) * 1000)
+    out["lat"] = stats(ms_)
+    end = proc_status()
+    out["rss_base_mb"], out["peak_rss_mb"], out["rss_mb"] = base.get("VmRSS"), end.get("VmHWM"), end.get("VmRSS")
+    out["disk_mb"] = sum(f.stat().st_size for f in work.rglob("*") if f.is_file()) / 2**20
+    print("STORE_JSON " + json.dumps(out), flush=True)
+    return 0
+
+
+def bench_stores(args) -> list[dict]:
+    rows = []
+    for n in args.scale_list:
+        for kind in ("faiss", "milvus"):
+            with tempfile.TemporaryDirectory(prefix=f"rag-store-{kind}-") as tmp:
+                log(f"store {kind} at {n:,} chunks")
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--store-child", kind, "--store-n", str(n),
+                       "--threads", str(args.threads), "--index", tmp]
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+                line = next((ln for ln in p.stdout.splitlines() if ln.startswith("STORE_JSON ")), None)
+                if p.returncode or line is None:
+                    raise RuntimeError(f"store child {kind} {n} failed: {p.stderr[-2000:]}")
+                row = json.loads(line.split(" ", 1)[1])
+                row["loadavg"] = loadavg()
+                rows.append(row)
+                log(f"  build {row['build_s']:.1f}s open {row['open_s']:.1f}s p50 {row['lat']['p50']:.1f}ms "
+                    f"p95 {row['lat']['p95']:.1f}ms peak RSS {row['peak_rss_mb']:.0f} MB")
+    return rows
+
+
+def store_table(rows: list[dict]) -> list[str]:
+    lines = ["| chunks | store | build | open | hybrid retrieve p50 | p95 | RSS (base → peak) | on disk |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['n']:,} | {r['index']} | {r['build_s']:.1f} s | {r['open_s']:.2f} s | "
+                     f"{r['lat']['p50']:.1f} ms | {r['lat']['p95']:.1f} ms | "
+                     f"{r['rss_base_mb']:.0f} → {r['peak_rss_mb']:.0f} MB | {r['disk_mb']:.0f} MB |")
+    return lines
+
+
+def write_store_report(rows: list[dict], out_dir: Path, command: str, threads: int) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench_stores.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
+    md = out_dir / "bench_stores.md"
+    md.write_text("\n".join([
+        "# FAISS files vs Milvus Lite (synthetic chunks)", "",
+        f"- command: `{command}`; {time.strftime('%Y-%m-%d %H:%M')}; {threads} threads; load {loadavg()}",
+        "- each row is its own process: synthetic chunks (384-d real-mix vectors, 80 corpus words of text), "
+        "build = what `rag index` writes after embedding (FAISS: tokenise + BM25 + FAISS index + files; "
+        "Milvus: insert rows, Milvus analyses the text with jieba for its BM25, flush); open = loading the "
+        "served version (Milvus: chunk metadata into the client); hybrid retrieve = `Retriever.retrieve` "
+        "(FAISS: two FAISS searches + BM25 + RRF in numpy; Milvus: `hybrid_search` with RRFRanker + two "
+        "dense searches for the cosines), 60 dev questions, query embedding excluded.",
+        "- RSS: the process's resident memory before building and its peak (Milvus Lite runs in-process, so "
+        "its server is counted).", "", *store_table(rows), ""]), encoding="utf-8")
+    return md
 
 
 # ----------------------------------------------------------------------------- 5. report
@@ -1047,13 +1210,18 @@ def parse_args(argv=None):
     p.add_argument("--hnsw-max", type=int, default=100_000, help="largest size at which HNSW is built")
     p.add_argument("--skip-scale", action="store_true", help="skip the synthetic scale section")
     p.add_argument("--report-from", metavar="BENCH_JSON", help="only rewrite bench.md/bench.png from a bench.json")
+    p.add_argument("--stores", action="store_true",
+                   help="only FAISS vs Milvus Lite: build, open, hybrid retrieve p50/p95, memory at --scales "
+                        f"(default {STORE_SCALES}); writes bench_stores.md/.json")
     p.add_argument("--child", choices=["ours", "plain"], help=argparse.SUPPRESS)
+    p.add_argument("--store-child", choices=["faiss", "milvus"], help=argparse.SUPPRESS)
+    p.add_argument("--store-n", type=int, default=10_000, help=argparse.SUPPRESS)
     p.add_argument("--no-pin", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
     p.add_argument("--index", help=argparse.SUPPRESS)
     p.add_argument("--plain-cache", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    scales = args.scales or ("10000" if args.quick else "10000,100000,1000000")
+    scales = args.scales or ("10000" if args.quick else STORE_SCALES if args.stores else "10000,100000,1000000")
     args.scale_list = [int(s) for s in scales.split(",") if s.strip()]
     if args.quick and not args.limit:
         args.limit = 20
@@ -1064,6 +1232,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(args)
+    if args.store_child:
+        return store_child(args)
+    if args.stores:
+        command = " ".join(["python eval/bench.py", *(shlex.quote(a) for a in (argv or sys.argv[1:]))])
+        rows = bench_stores(args)
+        md = write_store_report(rows, Path(args.out), command, args.threads)
+        print("\n".join(store_table(rows)))
+        print(f"\nwrote {md}", flush=True)
+        return 0
     if args.report_from:
         data = json.loads(Path(args.report_from).read_text(encoding="utf-8"))
         md, table = write_report(data, Path(args.out))
