@@ -61,3 +61,21 @@ class PlainPipeline:
                      for r, (s, i) in enumerate(zip(scores[0], ids[0])) if i >= 0]
         return {"id": qid, "question": question, "retrieved": retrieved,
                 "timings_ms": {"total": (time.perf_counter() - t0) * 1000}}
+
+    def ask_batch(self, questions: list[str], k: int = 10, batch_size: int = 32) -> list[dict]:
+        """The plain pipeline in bulk, as a generic platform batches: queries embedded in batches of
+        ``batch_size`` (sentence-transformers on torch), one FAISS search for all."""
+        t0 = time.perf_counter()
+        model = getattr(self.embedder, "model", None)
+        if model is not None:  # torch: sentence-transformers batches internally
+            vecs = model.encode([self.embedder.query_prefix + q for q in questions], batch_size=batch_size,
+                                normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        else:
+            vecs = np.concatenate([self.embedder.encode_queries(questions[i:i + batch_size])
+                                   for i in range(0, len(questions), batch_size)])
+        scores, ids = self.index.search(np.ascontiguousarray(vecs, dtype=np.float32), k)
+        ms = (time.perf_counter() - t0) * 1000 / max(1, len(questions))
+        return [{"id": None, "question": q, "timings_ms": {"total": ms},
+                 "retrieved": [dict(self.passages[i], n=r + 1, score=float(s))
+                               for r, (s, i) in enumerate(zip(scores[j], ids[j])) if i >= 0]}
+                for j, q in enumerate(questions)]

@@ -1175,6 +1175,14 @@ def write_report(res: dict, out_dir: Path) -> tuple[Path, str]:
                 f"{c[key]} → {c['recall']:.3f} ({c['batch_ms_per_q']:.2f})" for c in r["curve"]) + " |")
         lines.append("")
     lines += ["![search latency vs corpus size](bench.png)", ""]
+    if res.get("serving"):
+        from eval import bench_serving
+
+        serving, serving_verdicts = bench_serving.tables(res["serving"])
+        lines += ["## Serving: concurrent clients and bulk answering (eval/bench_serving.py)", "",
+                  "| target | goal | measured | status |", "|---|---|---|---|",
+                  *(f"| {v['target']} | {v['goal']} | {v['measured']} | {status(v['ok'])} |" for v in serving_verdicts),
+                  "", *serving, ""]
     text = "\n".join(lines)
     (out_dir / "bench.md").write_text(text, encoding="utf-8")
     write_plot(res["scale"], out_dir / "bench.png", res["threads"]["threads"])
@@ -1210,6 +1218,11 @@ def parse_args(argv=None):
     p.add_argument("--hnsw-max", type=int, default=100_000, help="largest size at which HNSW is built")
     p.add_argument("--skip-scale", action="store_true", help="skip the synthetic scale section")
     p.add_argument("--report-from", metavar="BENCH_JSON", help="only rewrite bench.md/bench.png from a bench.json")
+    p.add_argument("--serving", action="store_true",
+                   help="only the serving section (eval/bench_serving.py: 1/5/20 concurrent clients over the API and "
+                        "the web app, rag ask --batch vs the plain pipeline batched); writes bench_serving.md/.json")
+    p.add_argument("--skip-serving", action="store_true", help="skip the serving section")
+    p.add_argument("--before", help="serving section: another checkout of the code measured beside this one")
     p.add_argument("--stores", action="store_true",
                    help="only FAISS vs Milvus Lite: build, open, hybrid retrieve p50/p95, memory at --scales "
                         f"(default {STORE_SCALES}); writes bench_stores.md/.json")
@@ -1241,6 +1254,12 @@ def main(argv=None) -> int:
         print("\n".join(store_table(rows)))
         print(f"\nwrote {md}", flush=True)
         return 0
+    if args.serving:  # the serving section alone, with its own report
+        from eval import bench_serving
+
+        return bench_serving.main(["--out", args.out, *(["--before", args.before] if args.before else []),
+                                   *(["--quick"] if args.quick else []),
+                                   *(["--limit", str(args.limit)] if args.limit else [])])
     if args.report_from:
         data = json.loads(Path(args.report_from).read_text(encoding="utf-8"))
         md, table = write_report(data, Path(args.out))
@@ -1269,6 +1288,12 @@ def main(argv=None) -> int:
         res["queries"] = bench_queries(build, questions)
         n_child = min(len(questions), 10) if args.quick else len(questions)
         res["children"] = {kind: run_child(kind, build, qfile, n_child, timeout=900) for kind in ("ours", "plain")}
+        if not args.skip_serving:  # many shoppers at once, and bulk answering (eval/bench_serving.py)
+            from eval import bench_serving
+
+            res["serving"] = bench_serving.section(build["settings"], [q["question"] for q in questions],
+                                                   before=args.before, quick=args.quick,
+                                                   clients=(1, 5) if args.quick else (1, 5, 20))
         if not args.quick:
             # What ships: no pinning, so rag's own defaults (torch threads, OMP_WAIT_POLICY) apply.
             try:

@@ -176,6 +176,11 @@ def _chart(runs: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if "--dialogues" in args_in:  # the follow-up dialogue set instead (eval/dialogues.py)
+        from .dialogues import main as dialogues_main
+
+        return dialogues_main([a for a in args_in if a != "--dialogues"])
     p = argparse.ArgumentParser(prog="rag eval")
     p.add_argument("--questions", default=str(REPO_ROOT / "eval" / "questions.jsonl"))
     p.add_argument("--config", action="append", choices=list(CONFIGS), help="repeatable; default: all")

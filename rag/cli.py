@@ -123,12 +123,19 @@ def cmd_ask(args) -> int:
         assistant = Assistant(s, llm=llm)
         from tqdm import tqdm
 
-        for qid, q in tqdm(items, desc="回答问题", file=sys.stderr, disable=args.quiet):
-            qid = _printable(qid)
-            try:
-                result = assistant.ask(question_text(q), k=args.k, qid=qid, use_llm=args.llm)
-            except QuestionError as e:
-                result = {"id": qid, "question": _printable(q), "error": str(e), "answer": "", "refused": True,
+        def checked():
+            for qid, q in items:
+                try:
+                    yield _printable(qid), question_text(q)
+                except QuestionError as e:
+                    yield _printable(qid), e
+
+        # Query embeddings are computed in batches (Assistant.ask_batch); the answers are the same as one by one.
+        answers = assistant.ask_batch(checked(), k=args.k, use_llm=args.llm)
+        for (_, raw), (qid, _, result) in tqdm(zip(items, answers), total=len(items), desc="回答问题",
+                                               file=sys.stderr, disable=args.quiet):
+            if isinstance(result, QuestionError):
+                result = {"id": qid, "question": _printable(raw), "error": str(result), "answer": "", "refused": True,
                           "citations": [], "retrieved": [], "timings_ms": {}}
             print(json.dumps(result, ensure_ascii=False), flush=True)
         return 0

@@ -69,6 +69,16 @@ class Settings:
     # Encoder runtime: "auto" = ONNX Runtime when the model exports cleanly, else torch; "onnx" | "torch" force one.
     encoder: str = field(default_factory=lambda: os.environ.get("RAG_ENCODER", "auto"))
     threads: int = field(default_factory=lambda: int(os.environ.get("RAG_THREADS", "0")))  # 0 = onnx 2, torch 1
+    # Questions asked at the same moment (a served process) are encoded together: up to query_batch texts per
+    # encoder call, waiting at most query_batch_wait_ms for more, and only under load (rag/embedding.py
+    # QueryBatcher; 1 = off). Measured in eval/reports/bench_serving.md.
+    query_batch: int = field(default_factory=lambda: int(os.environ.get("RAG_QUERY_BATCH", "16")))
+    query_batch_wait_ms: float = field(default_factory=lambda: float(os.environ.get("RAG_QUERY_BATCH_WAIT_MS", "2")))
+    # Encoder calls that may run at once (queue workers; rag ask --batch's vector threads); 0 = min(2, cores).
+    query_workers: int = field(default_factory=lambda: int(os.environ.get("RAG_QUERY_WORKERS", "0")))
+    # Web app: questions answered at the same time (Gradio's concurrency limit of the ask events, RAG_WEB_CONCURRENCY);
+    # knowledge-base changes stay one at a time. Chosen in eval/reports/bench_serving.md.
+    web_concurrency: int = field(default_factory=lambda: int(os.environ.get("RAG_WEB_CONCURRENCY", "16")))
     # Server (rag serve). The administrator password is read by rag/auth.py from RAG_ADMIN_PASSWORD_HASH
     # (from `rag hash-password`) or RAG_ADMIN_PASSWORD, never stored here (settings end up in reports).
     api_keys_file: Path | None = None  # API keys (hashed); None = <index_dir>/api_keys.json

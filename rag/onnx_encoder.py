@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import warnings
 from pathlib import Path
 
@@ -181,7 +182,10 @@ def load_tokenizer(model_path: Path, max_len: int):
 
 
 def _batch(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    encs = tokenizer.encode_batch(texts)
+    return _arrays(tokenizer.encode_batch(texts))
+
+
+def _arrays(encs) -> tuple[np.ndarray, np.ndarray]:
     width = max(len(e.ids) for e in encs)
     ids = np.zeros((len(encs), width), dtype=np.int64)
     mask = np.zeros((len(encs), width), dtype=np.int64)
@@ -191,12 +195,14 @@ def _batch(tokenizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
-def _session(path: Path, threads: int):
+def _session(path: Path, threads: int, initializers=None):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    for name, value in initializers or ():
+        so.add_initializer(name, value)
     # Worker threads spin while a query runs (waking sleeping ones between its ~200 operators costs a third of
     # the time on two cores) but stop when it ends, so an idle server leaves the other core to a rebuild.
     # Measured on 2 cores, 253 dev questions, p50/p95 ms: spin + stop 13.9/35.6, no spin 20.6/46.6, one
@@ -219,11 +225,91 @@ class OnnxEncoder:
             export(model_path, path)
         self.path = path
         self.tokenizer = load_tokenizer(model_path, max_len)
+        self.threads = threads
         self.session = _session(self.path, threads)
+        self._lean = None
+        self._lean_lock = threading.Lock()
         width = self.session.get_outputs()[0].shape[-1]
         self.dim = width if isinstance(width, int) else int(self.encode(["dim"]).shape[1])
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        ids, mask = _batch(self.tokenizer, texts)
-        vecs = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    def encode(self, texts: list[str], lean: bool = False) -> np.ndarray:
+        """``lean``: on the one-thread session (``lean_session``), for calls running beside others."""
+        session = self.lean_session() if lean and self.threads > 1 else self.session
+        encs = self.tokenizer.encode_batch(texts)
+        groups = length_groups([len(e.ids) for e in encs])
+        if len(groups) == 1:
+            return self._run(encs, session)
+        parts = [self._run([encs[i] for i in group], session) for group in groups]
+        out = np.empty((len(encs), parts[0].shape[1]), dtype=np.float32)
+        for group, vecs in zip(groups, parts):
+            out[group] = vecs
+        return out
+
+    def _run(self, encs, session=None) -> np.ndarray:
+        ids, mask = _arrays(encs)
+        vecs = (session or self.session).run(None, {"input_ids": ids, "attention_mask": mask})[0]
         return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def lean_session(self):
+        """A second session of the same model with one intra-op thread, for a served process under load.
+
+        Why: the main session splits each call over ``threads`` spinning threads, the fastest for
+        one question at a time; but when several calls run at once (many shoppers), those threads
+        compete for the same two cores and spin while they wait. Calls running beside another
+        one go here instead: one thread each, no spinning, one core per call. Its large weights
+        (≥ 1 MB: the embedding table, the dense layers) are the export's ``model.onnx.data``
+        mapped read-only and handed to ONNX Runtime, not copied: about 80 MB more memory, not
+        another 470 MB. Made on first use; on any failure the main session is used.
+        """
+        if self._lean is None:
+            with self._lean_lock:
+                if self._lean is None:
+                    try:
+                        self._lean_weights = _mapped_initializers(self.path)  # must outlive the session
+                        self._lean = _session(self.path, 1, self._lean_weights)
+                    except Exception as exc:  # noqa: BLE001 - an optimisation only
+                        log.warning("one-thread encoder session unavailable (%s); using the main one", exc)
+                        self._lean = self.session
+        return self._lean
+
+
+def _mapped_initializers(path: Path, min_bytes: int = 1 << 20) -> list:
+    """(name, OrtValue) for the external tensors of ``path`` of at least ``min_bytes``, backed by a
+    read-only memory map of the data file (the OrtValues keep the map alive)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path), load_external_data=False)
+    data = None
+    out = []
+    for init in model.graph.initializer:
+        where = {e.key: e.value for e in init.external_data}
+        if not where or int(where.get("length", 0)) < min_bytes or init.data_type != onnx.TensorProto.FLOAT:
+            continue
+        if data is None:
+            data = np.memmap(path.parent / where["location"], dtype=np.uint8, mode="r")
+        arr = np.frombuffer(data, dtype=np.float32, count=int(where["length"]) // 4,
+                            offset=int(where.get("offset", 0))).reshape(list(init.dims))
+        out.append((init.name, ort.OrtValue.ortvalue_from_numpy(arr)))
+    return out
+
+
+def length_groups(lengths: list[int], waste: float = 1.3) -> list[list[int]]:
+    """Indexes grouped so that padding each group to its longest text costs at most ``waste`` × its tokens.
+
+    Why: texts encoded together are padded to the longest one; a short question batched with a long
+    story (or with its own focus sentence, rag/retrieve.py) would otherwise cost the story's length.
+    Already similar lengths (the usual case) stay one group, in their order.
+    """
+    if len(lengths) <= 1 or max(lengths) * len(lengths) <= waste * sum(lengths):
+        return [list(range(len(lengths)))]
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = [[]]
+    total = 0
+    for i in order:  # ascending: the newest member is the group's longest
+        if groups[-1] and lengths[i] * (len(groups[-1]) + 1) > waste * (total + lengths[i]):
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += lengths[i]
+    return groups

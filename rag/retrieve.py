@@ -126,13 +126,24 @@ class Retriever:
         self.settings = settings
         self.basis = guide_basis(index.chunks)
 
-    def query_vector(self, question: str) -> np.ndarray:
-        focus = focus_question(question)
-        if focus is None:
-            return self.embedder.encode_queries([question])[0]
-        # Two calls, not one batch: batched, the short focus would be padded to the story's length.
-        v = self.embedder.encode_queries([question])[0] + self.embedder.encode_queries([focus])[0]
-        return v / np.linalg.norm(v)
+    def query_vector(self, question: str, direct: bool = False) -> np.ndarray:
+        """``direct``: one encoder call of its own now, not through the micro-batching queue
+        (``rag ask --batch`` computes vectors ahead on worker threads this way: the same numbers
+        as a question asked alone, see rag/pipeline.py ``ask_batch``)."""
+        return self.query_vectors([question], direct=direct)[0]
+
+    def query_vectors(self, questions: list[str], direct: bool = False) -> np.ndarray:
+        """One vector per question, all encoded in one call (the encoder groups texts of unlike length,
+        so a story's short focus is not padded to the story's length: rag/onnx_encoder.py)."""
+        focus = [focus_question(q) for q in questions]
+        texts = list(questions) + [f for f in focus if f is not None]
+        vecs = self.embedder.encode_queries(texts, direct=True) if direct else self.embedder.encode_queries(texts)
+        out, j = vecs[: len(questions)].copy(), len(questions)
+        for i, f in enumerate(focus):
+            if f is not None:
+                v = out[i] + vecs[j]
+                out[i], j = v / np.linalg.norm(v), j + 1
+        return out
 
     def dense_scores(self, query_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Best cosine per chunk: (its passage vector, its best typical question); -1 = not in the candidates."""

@@ -336,6 +336,7 @@ def add_api(api: FastAPI, app, keys: KeyStore) -> None:
         model = body.model or MODEL_NAME
         cid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
         extra = {k: result.get(k) for k in ("citations", "retrieved", "refused", "confidence", "index_version")}
+        extra.update({k: result[k] for k in ("follow_up", "rewritten_question") if k in result})  # with history
         if "llm" in result:
             extra["llm"] = result["llm"]
         answer = result["answer"]

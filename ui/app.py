@@ -21,7 +21,6 @@ loopback address. The server itself (web app + HTTP API) is in ``ui/server.py``.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import html
 import queue
@@ -52,10 +51,18 @@ EXAMPLES = [
 GENERIC_ERROR = "出了点问题，这次没能完成。请稍后再试；详细原因已记录在服务器日志中。"
 NEED_LOGIN = "请先以管理员身份登录（知识库页上方输入管理员密码）。"
 MODES = [("混合检索（推荐）", "hybrid"), ("向量检索", "dense"), ("关键词检索", "keyword")]
-# Short follow-ups ("那运费谁出？") often lack the subject; when one that reads like a
-# follow-up finds nothing on its own, it is asked again together with the previous question.
-FOLLOW_UP_MAX_CHARS = 20
-FOLLOW_UP = re.compile(r"^(那|这|它|如果|要是|万一|还有|另外|此外|然后|可是|但是|假如|那么)|这种|这样|那样|这个|那个|上面|刚才")
+
+
+def follow_up_note(result: dict) -> str:
+    """What the answer understood a follow-up as: the LLM's standalone question, or the earlier question used."""
+    how = (result.get("follow_up") or {}).get("how")
+    rewritten = result.get("rewritten_question")
+    if how == "llm" and rewritten and rewritten != result.get("question", "").strip():
+        return f"（理解为：{rewritten}）"
+    context = (result.get("follow_up") or {}).get("context") or []
+    if how == "context" and context:
+        return f"（结合上一个问题“{context[0]}”来理解）"
+    return ""
 
 CSS = """
 #chat .rag-answer, #chat .rag-question { line-height: 1.65; }
@@ -318,18 +325,15 @@ class App:
         yield box["value"]
 
     def _ask(self, q: str, turns: dict, k: int, mode: str, use_llm: bool = False, on_token=None):
-        a = self.assistant()
-        result = a.ask(q, k=k, mode=mode, use_llm=use_llm, on_token=on_token)
-        if result["refused"] and turns and len(q) <= FOLLOW_UP_MAX_CHARS and FOLLOW_UP.search(q):
-            last = turns[max(turns, key=int)]
-            if not last.get("refused"):
-                combined = f"{last['question']} {q}"
-                if len(combined) <= self.settings.max_question_chars:
-                    again = a.ask(combined, k=k, mode=mode)
-                    if not again["refused"]:
-                        again["question"] = q
-                        return again, f"（结合上一个问题“{last['question']}”来理解）"
-        return result, ""
+        """Ask with the chat's earlier turns as history: a follow-up that lacks its subject is
+        understood with the earlier questions, or rewritten by the LLM (rag/conversation.py); the
+        note says which."""
+        history = []
+        for key in sorted(turns or {}, key=int):
+            t = turns[key]
+            history += [{"role": "user", "content": t["question"]}, {"role": "assistant", "content": t["answer"]}]
+        result = self.assistant().ask(q, k=k, mode=mode, use_llm=use_llm, on_token=on_token, history=history)
+        return result, follow_up_note(result)
 
     def on_like(self, turns, data: gr.LikeData):
         turns = turns or {}
@@ -447,11 +451,14 @@ def build_app(settings: Settings, app: App | None = None) -> gr.Blocks:
 
                 ask_inputs = [question, chatbot, turns, top_k, mode, show_scores, use_llm]
                 ask_outputs = [chatbot, turns, question, status]
-                question.submit(app.respond, ask_inputs, ask_outputs, concurrency_id="ask")
-                send.click(app.respond, ask_inputs, ask_outputs, concurrency_id="ask")
+                # Questions from different shoppers are answered side by side (up to web_concurrency at a time,
+                # sharing one limit), so their embeddings are computed together (rag/embedding.py QueryBatcher).
+                ask_events = dict(concurrency_id="ask", concurrency_limit=settings.web_concurrency)
+                question.submit(app.respond, ask_inputs, ask_outputs, **ask_events)
+                send.click(app.respond, ask_inputs, ask_outputs, **ask_events)
                 for b, q in zip(example_buttons, EXAMPLES):
                     b.click(lambda q=q: q, None, question, queue=False).then(
-                        app.respond, ask_inputs, ask_outputs, concurrency_id="ask")
+                        app.respond, ask_inputs, ask_outputs, **ask_events)
                 clear.click(lambda: ([], {}, ""), None, [chatbot, turns, status], queue=False)
                 chatbot.like(app.on_like, [turns], [status])
 
