@@ -25,10 +25,10 @@ from functools import lru_cache
 from pathlib import Path
 from statistics import median
 
+from rag.retrieve import cited_articles, short_title
+
 _WS = re.compile(r"\s+")
 _MARKER = re.compile(r"\[(\d+)\]")
-_REFERENCE = re.compile(r"《([^》]+)》((?:第[一二三四五六七八九十百千零〇]+条[、和及]?)+)")
-_ARTICLE = re.compile(r"第[一二三四五六七八九十百千零〇]+条")
 GAP_OPENING = "资料中没有关于"
 STEPS_HEADER = "怎么做："
 
@@ -61,10 +61,6 @@ def ndcg_at(retrieved: list[dict], gold: list[dict], k: int = 10) -> float:
     return dcg / ideal if ideal else 0.0
 
 
-def _short_title(title: str) -> str:
-    return title.removeprefix("中华人民共和国").split("（节选）")[0]
-
-
 @lru_cache(maxsize=64)
 def _corpus_file(corpus_dir: str, source: str):
     from .check_questions import FRONT_MATTER, CorpusFile
@@ -76,7 +72,7 @@ def _corpus_file(corpus_dir: str, source: str):
 
     m = FRONT_MATTER.match(path.read_text(encoding="utf-8-sig"))
     meta = (yaml.safe_load(m.group(1)) if m else None) or {}
-    return CorpusFile(path), _short_title(str(meta.get("title", "")))
+    return CorpusFile(path), short_title(str(meta.get("title", "")))
 
 
 def gold_articles(question: dict, corpus_dir: Path | None) -> set[tuple[str, str]]:
@@ -96,10 +92,7 @@ def gold_articles(question: dict, corpus_dir: Path | None) -> set[tuple[str, str
 def guide_cites(passage: dict, articles: set[tuple[str, str]]) -> bool:
     if passage.get("kind") != "howto" or not articles:
         return False
-    for name, arts in _REFERENCE.findall(passage.get("text", "")):
-        if any((_short_title(name), a) in articles for a in _ARTICLE.findall(arts)):
-            return True
-    return False
+    return any(ref in articles for ref in cited_articles(passage.get("text", "")))
 
 
 def acceptable(passage: dict, question: dict, articles: set[tuple[str, str]]) -> bool:

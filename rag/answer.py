@@ -22,15 +22,13 @@ from functools import lru_cache
 
 from .keyword import tokenize
 from .labels import KIND_LABEL, REFUSAL, section_label
-from .retrieve import Hit, Retrieval
+from .retrieve import Hit, Retrieval, cited_articles, short_title
 
 SENTENCE_END = re.compile(r"[^。！？；!?\n]+[。！？；!?]?")
 _ITEM = re.compile(r"^\s*(?:[（(][一二三四五六七八九十\d]+[)）]|[一二三四五六七八九十]+、|\d+[.、])")
 _STEP = re.compile(r"^[ \t]*(\d+)[.、．][ \t]*(\S.*)$", re.M)
 # A sentence that qualifies the one before it: quoting one without the other misleads.
 _QUALIFIER = re.compile(r"^(?:但是|但|不足|增加赔偿的金额不足|其中)|不足[^。；]{1,24}的，为|除外[。；]?$")
-_REFERENCE = re.compile(r"《([^》]+)》((?:第[一二三四五六七八九十百千零〇]+条[、和及]?)+)")
-_ARTICLE = re.compile(r"第[一二三四五六七八九十百千零〇]+条")
 # A guide section opens by answering its own heading ("可以，…", "算：…"); quoted under another question
 # that bare word could answer something else, so the 要点 keeps only the clause that states the rule.
 _BARE_ANSWER = re.compile(r"^[^，：,:。]{1,4}[，：,:]")
@@ -269,18 +267,8 @@ def _steps(hit: Hit) -> list[Sentence]:
             for m in _STEP.finditer(hit.chunk.text)]
 
 
-def _referenced_articles(text: str) -> set[tuple[str, str]]:
-    """(law name, 第N条) pairs a guide sentence cites in its （依据：…）."""
-    out = set()
-    for name, arts in _REFERENCE.findall(text):
-        for art in _ARTICLE.findall(arts):
-            out.add((name.removeprefix("中华人民共和国"), art))
-    return out
-
-
 def _cites(hit: Hit, refs: set[tuple[str, str]]) -> bool:
-    title = hit.chunk.title.removeprefix("中华人民共和国").split("（节选）")[0]
-    return any(title == name and hit.chunk.section == art for name, art in refs)
+    return (short_title(hit.chunk.title), hit.chunk.section) in refs
 
 
 def _pick_key_point(question, hits, weights, intents):
@@ -360,7 +348,7 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
         sections["key_point"] = {"n": n, "text": body}
 
     # 依据: statute text, the passages the key point's guide cites first
-    refs = _referenced_articles(key[1].chunk.text) if key and key[1].chunk.kind == "howto" else set()
+    refs = set(cited_articles(key[1].chunk.text)) if key and key[1].chunk.kind == "howto" else set()
     laws = [h for h in hits if h.chunk.kind == "law" and _cites(h, refs)]
     first_law = next((h for h in chosen if h.chunk.kind == "law"), None)
     laws += [h for h in chosen if h.chunk.kind == "law" and h not in laws
