@@ -242,7 +242,7 @@ class TimedEmbedder:
 def bench_build(args, work: Path, settings_cls) -> dict:
     from eval.baseline import PlainPipeline, plain_embedder
     from rag.embedding import get_embedder
-    from rag.index import build_index
+    from rag.store import build_index
 
     corpus, index_dir = work / "corpus", work / "index"
     copy_corpus(corpus, QUICK_DOCS if args.quick else None)

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"OK {len(load_dialogues(Path(args.dialogues)))} dialogues")
         return 0
-    from rag.index import ensure_index
+    from rag.store import ensure_index
 
     ensure_index(settings)
     splits = ["tuning", "test"] if args.split == "both" else [args.split]

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args, argv) -> int:
     base = Settings().with_(corpus_dir=args.corpus, index_dir=args.index, store=args.store)
-    from rag.index import ensure_index
+    from rag.store import ensure_index
 
     questions = load_questions(Path(args.questions), args.split)
     ensure_index(base)

@@ -251,7 +251,8 @@ def document_sections(index, source: str) -> list[str]:
 def _rebuild(settings: Settings, assistant, path: Path, before: bytes | None, after: str) -> Outcome:
     """Write ``after`` to ``path``, rebuild with the assistant's model (only new texts are embedded)
     and switch the assistant to the new version; on any failure the file is put back."""
-    from .index import IndexBusy, build_index
+    from .index import IndexBusy
+    from .store import build_index
 
     t0 = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,8 @@ def _settings(args) -> Settings:
 
 
 def cmd_index(args) -> int:
-    from .index import build_index, progress_bar
+    from .index import progress_bar
+    from .store import build_index
 
     s = _settings(args)
     if not s.corpus_dir.is_dir():
@@ -155,7 +156,7 @@ def cmd_ask(args) -> int:
 
 def cmd_serve(args) -> int:
     from .auth import AdminPassword, AuthConfigError, check_exposure
-    from .index import ensure_index
+    from .store import ensure_index
 
     s = _settings(args)
     try:

@@ -420,16 +420,6 @@ def entries_for(chunks: list[Chunk]) -> tuple[list[tuple[str, bool]], np.ndarray
     return entries, np.asarray(owners, dtype=np.int32)
 
 
-def build_index(settings: Settings, embedder=None, progress=None, strict: bool = False, wait: bool = False) -> BuildReport:
-    """Build a new index version and switch to it. ``progress(done, total)`` reports embedding.
-    ``settings.store`` picks where it is written (rag/store.py): FAISS files here, or Milvus."""
-    if settings.store != "faiss":
-        from .store import get_store
-
-        return get_store(settings).build(embedder=embedder, progress=progress, strict=strict, wait=wait)
-    return build_faiss_index(settings, embedder=embedder, progress=progress, strict=strict, wait=wait)
-
-
 def embed_missing(settings: Settings, entries: list[tuple[str, bool]], keys: list[str], old: dict[str, np.ndarray],
                   embedder=None, progress=None) -> tuple[np.ndarray, list[int], object]:
     """Vectors for ``entries``: from ``old`` (by key), else the embedding cache, else the model (loaded
@@ -636,21 +626,3 @@ def progress_bar(desc: str):
             bar.close()
 
     return update
-
-
-def ensure_index(settings: Settings) -> BuildReport | None:
-    """Build the index when there is none (or its CURRENT is unreadable), so that `make run`,
-    `rag serve` and `rag eval` work on a fresh clone. Says so on stderr; returns the report."""
-    if settings.store != "faiss":
-        from .store import get_store
-
-        if get_store(settings).current() is not None:
-            return None
-    else:
-        path = current_version(settings.index_dir)
-        if path is not None and path.is_dir():
-            return None
-    print(f"还没有索引，正在从 {settings.corpus_dir} 建立（首次约需一两分钟）…", file=sys.stderr)
-    report = build_index(settings, progress=progress_bar("计算向量"), wait=True)
-    print(report.summary(), file=sys.stderr)
-    return report

@@ -41,7 +41,11 @@ from typing import Protocol
 
 import numpy as np
 
+import json
+import sys
+
 from .config import Settings
+from .index import BuildReport, IndexError_, build_faiss_index, current_version, load_index, progress_bar
 
 STORES = ("faiss", "milvus")
 
@@ -76,8 +80,6 @@ class Store(Protocol):
 
 
 def store_kind(settings: Settings) -> str:
-    from .index import IndexError_
-
     kind = (settings.store or "faiss").strip().lower()
     if kind not in STORES:
         raise IndexError_(f"未知的索引存储 RAG_STORE={settings.store!r}：可选 faiss（本地文件，默认）或 milvus")
@@ -93,32 +95,22 @@ class FaissStore:
         self.settings = settings
 
     def current(self) -> str | None:
-        from .index import current_version
-
         path = current_version(self.settings.index_dir)
         return path.name if path is not None and path.is_dir() else None
 
     def current_path(self) -> Path | None:
-        from .index import current_version
-
         return current_version(self.settings.index_dir)
 
     def build(self, embedder=None, progress=None, strict: bool = False, wait: bool = False):
-        from .index import build_faiss_index
-
         return build_faiss_index(self.settings, embedder=embedder, progress=progress, strict=strict, wait=wait)
 
     def open(self, model_id: str | None = None):
-        from .index import load_index
-
         return load_index(self.settings, model_id=model_id)
 
     def stats(self) -> dict:
         path = self.current_path()
         out = {"store": "faiss", "where": str(self.settings.index_dir), "version": path.name if path else None}
         if path is not None:
-            import json
-
             try:
                 m = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
                 out.update(documents=len(m.get("documents", {})), chunks=m.get("chunks"), rows=m.get("entries"))
@@ -133,3 +125,22 @@ def get_store(settings: Settings) -> Store:
 
         return MilvusStore(settings)
     return FaissStore(settings)
+
+
+def build_index(settings: Settings, embedder=None, progress=None, strict: bool = False,
+                wait: bool = False) -> BuildReport:
+    """Build a new index version and switch to it, in the store ``settings.store`` names.
+    ``progress(done, total)`` reports embedding. Lives here, not in rag/index.py, so that the
+    FAISS files module never needs to know that other stores exist (no import cycle)."""
+    return get_store(settings).build(embedder=embedder, progress=progress, strict=strict, wait=wait)
+
+
+def ensure_index(settings: Settings) -> BuildReport | None:
+    """Build the index when there is none (or its CURRENT is unreadable), so that `make run`,
+    `rag serve` and `rag eval` work on a fresh clone. Says so on stderr; returns the report."""
+    if get_store(settings).current() is not None:
+        return None
+    print(f"还没有索引，正在从 {settings.corpus_dir} 建立（首次约需一两分钟）…", file=sys.stderr)
+    report = build_index(settings, progress=progress_bar("计算向量"), wait=True)
+    print(report.summary(), file=sys.stderr)
+    return report

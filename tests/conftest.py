@@ -18,7 +18,7 @@ OUTPUT_DIR = REPO_ROOT / "test-output"
 
 @pytest.fixture(scope="session")
 def shipped_settings(tmp_path_factory) -> Settings:
-    from rag.index import build_index
+    from rag.store import build_index
 
     index_dir = tmp_path_factory.mktemp("index")
     s = Settings().with_(corpus_dir=REPO_ROOT / "corpus", index_dir=index_dir)

@@ -16,11 +16,11 @@ from rag.config import REPO_ROOT, Settings
 from rag.documents import DocumentError, load_document
 from rag.index import (
     IndexError_,
-    build_index,
     collect_chunks,
     current_version,
     load_index,
 )
+from rag.store import build_index
 from test_cli import kb_args, rag
 
 LAW = "---\ntitle: 甲法\nkind: law\n---\n# 甲法\n\n## 第一条\n\n消费者有权退货。\n\n## 第二条\n\n经营者应当赔偿损失。\n"

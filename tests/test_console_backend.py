@@ -120,6 +120,7 @@ def test_annotation_makes_a_refused_question_answered_in_seconds(writable_kb, tm
 
 def test_a_failed_rebuild_puts_the_file_back(writable_kb, monkeypatch):
     from rag import index as index_module
+    from rag import store as store_module
     from rag.pipeline import Assistant
 
     a = Assistant(writable_kb)
@@ -129,7 +130,7 @@ def test_a_failed_rebuild_puts_the_file_back(writable_kb, monkeypatch):
     def busy(*args, **kwargs):
         raise index_module.IndexBusy("另一个索引重建正在进行，请稍后再试")
 
-    monkeypatch.setattr(index_module, "build_index", busy)
+    monkeypatch.setattr(store_module, "build_index", busy)
     out = annotate.add(writable_kb, SOURCE, SECTION, REFUSED, assistant=a)
     assert not out.ok and "没有保存" in out.message
     assert yaml_file.read_bytes() == original

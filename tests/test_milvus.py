@@ -16,7 +16,7 @@ pytest.importorskip("milvus_lite")
 
 from conftest import write_corpus  # noqa: E402
 from rag.config import REPO_ROOT, Settings  # noqa: E402
-from rag.index import build_index  # noqa: E402
+from rag.store import build_index  # noqa: E402
 
 SMALL = {
     "laws/a.md": "---\ntitle: 甲法\nkind: law\n---\n# 甲法\n\n## 第一条\n\n消费者有权退货。\n\n## 第二条\n\n经营者应当赔偿损失。\n",

@@ -9,7 +9,8 @@ import pytest
 from conftest import write_corpus
 from rag.config import Settings
 from rag.documents import DocumentError
-from rag.index import IndexBusy, build_index, build_lock, load_index
+from rag.index import IndexBusy, build_lock, load_index
+from rag.store import build_index
 
 GOOD = {
     "laws/a.md": "---\ntitle: 甲法\nkind: law\n---\n# 甲法\n\n## 第一条\n\n消费者有权退货。\n\n## 第二条\n\n经营者应当赔偿损失。\n",

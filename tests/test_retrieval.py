@@ -94,7 +94,7 @@ def test_shoppers_own_words_outweigh_the_lexicons_legal_hints(assistant):
 def two_article_kb(tmp_path_factory):
     from conftest import write_corpus
     from rag.config import Settings
-    from rag.index import build_index
+    from rag.store import build_index
 
     root = tmp_path_factory.mktemp("kb")
     write_corpus(root / "corpus", {"laws/mini.md": (

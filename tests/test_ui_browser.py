@@ -299,6 +299,8 @@ def test_thumbs_feedback_is_recorded(page, kb_settings):
 
     from rag import feedback
 
+    # the first 👍 rates the first answer on the page, whichever question an earlier test asked
+    first_question = page.locator("#chat .rag-question").first.inner_text().strip()
     # Gradio labels the thumbs by locale: 赞/踩 in zh-CN, Like/Dislike otherwise
     page.locator("#chat button[aria-label='赞'], #chat button[aria-label='Like']").first.click()
     expect(page.locator("#ask-status")).to_contain_text("感谢反馈")
@@ -306,7 +308,7 @@ def test_thumbs_feedback_is_recorded(page, kb_settings):
     expect(page.locator("#ask-status")).to_contain_text("👎")
     rows = feedback.rows(kb_settings)
     assert [r["rating"] for r in rows] == ["up", "down"]
-    assert rows[0]["question"].startswith("网上买的衣服") and rows[0]["citations"]
+    assert rows[0]["question"] == first_question and rows[0]["citations"]
     assert rows[1]["question"] == OUT_OF_DOMAIN
 
 

@@ -23,7 +23,8 @@ from typing import Callable
 
 from rag.config import Settings
 from rag.documents import SUPPORTED_SUFFIXES, DocumentError, discover, load_document
-from rag.index import BuildReport, IndexBusy, IndexError_, build_index, current_version
+from rag.index import BuildReport, IndexBusy, IndexError_, current_version
+from rag.store import build_index
 
 log = logging.getLogger(__name__)
 UPLOAD_DIR = "uploads"
