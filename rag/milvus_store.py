@@ -361,6 +361,10 @@ class MilvusStore:
         self._polled = None
         return MilvusView(self, name, manifest)
 
+    def manifest(self) -> dict | None:
+        name = self.serving()
+        return _read_manifest(self.client, name) if name else None
+
     def stats(self) -> dict:
         name = self.serving()
         out = {"store": "milvus", "where": resolve_uri(self.settings)[0], "collection": self.name, "serving": name}

@@ -17,6 +17,7 @@ A **store** (one knowledge base)::
 
     kind                      "faiss" | "milvus"
     current() -> str | None   the serving version (CURRENT / the alias's collection), None = no index
+    manifest() -> dict | None the serving version's manifest (documents, chunks, model), without loading it
     build(...) -> BuildReport collect, embed what is new, write a new version, switch to it
     open(model_id) -> view    load the serving version for queries
     stats() -> dict           documents, chunks, rows, version, where it lives
@@ -78,6 +79,8 @@ class Store(Protocol):
 
     def stats(self) -> dict: ...
 
+    def manifest(self) -> dict | None: ...
+
 
 def store_kind(settings: Settings) -> str:
     kind = (settings.store or "faiss").strip().lower()
@@ -106,6 +109,17 @@ class FaissStore:
 
     def open(self, model_id: str | None = None):
         return load_index(self.settings, model_id=model_id)
+
+    def manifest(self) -> dict | None:
+        """The serving version's manifest, read without loading the index (None: none, or unreadable)."""
+        path = self.current_path()
+        if path is None:
+            return None
+        try:
+            m = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return m if isinstance(m, dict) else None
 
     def stats(self) -> dict:
         path = self.current_path()

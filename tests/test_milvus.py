@@ -272,3 +272,30 @@ def test_milvus_retrieval_matches_faiss_on_the_shipped_corpus(shipped_settings, 
         assert all(abs(a - b) < 1e-3 for a, b in diffs.values()), {i: d for i, d in diffs.items() if abs(d[0] - d[1]) >= 1e-3}
     finally:
         milvus_store.close(mv)
+
+
+def test_health_and_document_list_describe_the_milvus_index(kb):
+    """The API's health and the administrator's document list read the serving Milvus collection,
+    not FAISS files that a Milvus deployment does not have."""
+    import httpx
+
+    from conftest import free_port
+    from rag.auth import AdminPassword, KeyStore, hash_password
+    from ui.server import serve
+
+    build_index(kb)
+    _, admin_key = KeyStore.for_settings(kb).create("运维", "admin")
+    running = serve(kb, port=free_port(), block=False, admin=AdminPassword(hash_password("admin-pass-123")))
+    try:
+        base = running.url.rstrip("/")
+        health = httpx.get(base + "/api/v1/health", timeout=30)
+        assert health.status_code == 200
+        h = health.json()
+        assert h["store"] == "milvus" and h["index_version"].startswith("kb_kb1__a@mv-")
+        assert h["documents"] == 2 and h["chunks"] == 3 and "e5" in h["model"]
+        docs = httpx.get(base + "/api/v1/kb/documents", headers={"Authorization": f"Bearer {admin_key}"},
+                         timeout=30).json()
+        assert docs["index_version"] == h["index_version"]
+        assert [d["source"] for d in docs["documents"]] == ["guides/g.md", "laws/a.md"]
+    finally:
+        running.close()

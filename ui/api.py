@@ -312,10 +312,8 @@ def add_api(api: FastAPI, app, keys: KeyStore) -> None:
         m = kb.read_manifest(settings)
         if m is None:
             raise ApiError(503, "还没有索引：请先运行 rag index 或在知识库页重建索引。", "service_unavailable")
-        from rag.index import current_version
-
         llm = app._assistant.llm if app._assistant is not None else None
-        return {"status": "ok", "index_version": current_version(settings.index_dir).name,
+        return {"status": "ok", "index_version": kb.serving_version(settings), "store": settings.store,
                 "documents": len(m.get("documents") or {}), "chunks": m.get("chunks", 0),
                 "model": m.get("model_id"), "created": m.get("created"),
                 "llm": None if llm is None else llm.model, "api_require_key": app.settings.api_require_key}
@@ -369,7 +367,7 @@ def add_api(api: FastAPI, app, keys: KeyStore) -> None:
         m = kb.read_manifest(settings) or {}
         docs = [{"source": src, "title": d.get("title", ""), "kind": d.get("kind", ""),
                  "chunks": int(d.get("chunks", 0))} for src, d in sorted((m.get("documents") or {}).items())]
-        return {"index_version": (kb.current_version(settings.index_dir) or Path("")).name or None,
+        return {"index_version": kb.serving_version(settings),
                 "created": m.get("created"), "chunks": m.get("chunks", 0), "documents": docs,
                 "skipped": [{"file": f, "reason": r} for f, r in kb.skipped_files(settings)]}
 

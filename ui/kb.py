@@ -23,8 +23,8 @@ from typing import Callable
 
 from rag.config import Settings
 from rag.documents import SUPPORTED_SUFFIXES, DocumentError, discover, load_document
-from rag.index import BuildReport, IndexBusy, IndexError_, current_version
-from rag.store import build_index
+from rag.index import BuildReport, IndexBusy, IndexError_
+from rag.store import build_index, get_store
 
 log = logging.getLogger(__name__)
 UPLOAD_DIR = "uploads"
@@ -36,14 +36,14 @@ class UploadRejected(ValueError):
 
 
 def read_manifest(settings: Settings) -> dict | None:
-    """The serving index's manifest, read directly (loading the whole index is not needed)."""
-    path = current_version(settings.index_dir)
-    if path is None:
-        return None
-    try:
-        return json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    """The serving index's manifest, from whichever store serves (FAISS files or Milvus), without
+    loading the whole index."""
+    return get_store(settings).manifest()
+
+
+def serving_version(settings: Settings) -> str | None:
+    """The serving version's name (FAISS: the CURRENT folder; Milvus: collection@version)."""
+    return get_store(settings).current()
 
 
 def document_rows(settings: Settings) -> list[list]:
