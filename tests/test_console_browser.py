@@ -7,11 +7,13 @@ operator's session: nothing is reachable before logging in (page and Gradio's qu
 question with a phone and an ID number is logged masked, a refused question shows up in
 未解决的问题, is annotated onto the right article from the 命中测试 page, and the same
 question is then answered with that article (timed from the click). Screenshots of each
-page go to docs/screenshots/.
+page go to test-output/screenshots/, or to docs/screenshots/ with RAG_UPDATE_SCREENSHOTS=1 (so that
+running the suite leaves the tracked screenshots alone).
 """
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import urllib.request
@@ -24,7 +26,7 @@ from rag.config import REPO_ROOT
 from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, _ask, _tab
 
 ADMIN_PASSWORD = "console-admin-2026"
-SHOTS = REPO_ROOT / "docs" / "screenshots"
+SHOTS = REPO_ROOT / ("docs" if os.environ.get("RAG_UPDATE_SCREENSHOTS") else "test-output") / "screenshots"
 PHONE, ID_NUMBER = "13812345678", "110101199003071234"
 PRIVATE = f"我的手机号是{PHONE}，身份证号{ID_NUMBER}，网上买的衣服不喜欢能退吗？"
 REFUSED = "网购的床垫有甲醛味道"  # in-domain, but nothing in the shipped corpus is close enough: refused
