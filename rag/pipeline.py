@@ -13,7 +13,7 @@ import time
 
 from .answer import Answer, compose
 from .config import Settings
-from .gaps import uncovered_terms
+from .gaps import gaps
 from .index import LoadedIndex
 from .retrieve import Hit, Retriever
 
@@ -115,7 +115,7 @@ class Assistant:
             retrieval = retriever.retrieve(asked, k=max(k, 10), mode=mode, query_vector=query_vector)
         t3 = time.perf_counter()
         answer_hits = dataclasses.replace(retrieval, hits=retrieval.hits[:k])
-        uncovered = uncovered_terms(q, self._known_words)
+        uncovered = gaps(q, self._known_words)
         answer: Answer = compose(asked, retrieval, self.settings.refuse_below, self.settings.max_answer_sentences,
                                  uncovered=uncovered, k=k)
         t4 = time.perf_counter()
