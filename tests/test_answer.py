@@ -60,6 +60,33 @@ def test_one_enumerated_item_is_quoted_when_one_answers():
     assert "鲜活易腐" not in a.text and "报纸" not in a.text
 
 
+def test_a_statute_ranked_below_the_first_two_is_quoted_only_when_it_shares_the_questions_words():
+    first = hit(ART55, score=0.03)
+    guide = hit("买到假货可以要求退一赔三。", title="网购买到假货怎么办", section="假货赔多少", kind="howto",
+                source="guides/g.md", score=0.029)
+    # shares a third of the question's words: enough at rank 2, not at rank 3
+    some = hit("经营者对欺诈行为应当依法处理，假货由市场监督管理部门查处。", section="第五十六条", score=0.028)
+    assert "第五十六条" not in compose("卖假货的能赔多少", retrieval("卖假货的能赔多少 欺诈 三倍", first, guide, some), 0.5).text
+    assert "第五十六条" in compose("卖假货的能赔多少", retrieval("卖假货的能赔多少 欺诈 三倍", first, some, guide), 0.5).text
+    many = hit("卖假货属于欺诈，消费者可以要求赔偿三倍，赔多少看价款。", section="第五十六条", score=0.028)
+    assert "第五十六条" in compose("卖假货的能赔多少", retrieval("卖假货的能赔多少 欺诈 三倍", first, guide, many), 0.5).text
+
+
+def test_the_key_point_keeps_the_next_sentence_of_its_passage_that_is_about_the_question():
+    text = "快递员未经收货人同意把快件放进快递柜的，属于违规投递。快件因此丢失的，由快递公司承担赔偿责任。与本题无关的其他说明在此。"
+    a = compose("快递员没问我就放快递柜结果丢了谁负责", retrieval("快递员 快递柜 丢失 谁 负责 收货人 同意",
+                                                  hit(text, title="快递指南", section="丢件", kind="howto", source="guides/g.md")), 0.5)
+    first = a.text.splitlines()[0]
+    assert "未经收货人同意" in first and "快递公司承担赔偿责任" in first and "无关" not in first
+
+
+def test_a_question_about_the_routes_gets_every_route():
+    routes = ("消费者和经营者发生消费者权益争议的，可以通过下列途径解决：\n（一）与经营者协商和解；\n（二）请求消费者协会调解；\n"
+              "（三）向有关行政部门投诉；\n（四）根据仲裁协议提请仲裁；\n（五）向人民法院提起诉讼。" + "其他说明文字。" * 40)
+    a = compose("消费纠纷 解决途径", retrieval("消费 纠纷 解决 途径 调解", hit(routes, section="第三十九条")), 0.5)
+    assert "协商和解" in a.text and "提起诉讼" in a.text
+
+
 def test_a_rule_from_another_domain_is_not_quoted_for_an_ordinary_product():
     cup = hit("电子商务经营者应当承担商品运输中的风险和责任。", title="中华人民共和国电子商务法", section="第二十条")
     food = hit("网络食品交易第三方平台提供者应当对入网食品经营者进行实名登记。", title="中华人民共和国食品安全法",
