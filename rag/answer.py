@@ -270,6 +270,21 @@ def _steps(hit: Hit) -> list[Sentence]:
             for m in _STEP.finditer(hit.chunk.text)]
 
 
+_CLAUSE_BREAK = re.compile(r"\n\s*\n(?!\s*(?:[（(][一二三四五六七八九十\d]+[)）]|[一二三四五六七八九十]+、))")
+
+
+def _clause_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """The 款 (paragraph of an article, its enumerated items included) that holds text[start:end]."""
+    lo, hi = 0, len(text)
+    for m in _CLAUSE_BREAK.finditer(text):
+        if m.end() <= start:
+            lo = m.end()
+        elif m.start() >= end:
+            hi = m.start()
+            break
+    return lo, hi
+
+
 def _cites(hit: Hit, refs: set[tuple[str, str]]) -> bool:
     return (short_title(hit.chunk.title), hit.chunk.section) in refs
 
@@ -381,6 +396,9 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
         done = used.get(id(hit), set())
         if len(text) <= WHOLE_PASSAGE:
             picked = set(range(len(units)))
+            if done:  # after the 要点: the rest of its 款, not the article's other 款
+                clause = _clause_span(text, min(units[k].start for k in done), max(units[k].end for k in done))
+                picked = {k for k, u in enumerate(units) if clause[0] <= u.start and u.end <= clause[1]}
         else:
             overlap = {k: _overlap(u.text, weights) + _intent_fit(u.text, intents) for k, u in enumerate(units)}
             ranked = sorted((k for k in overlap if k not in done), key=lambda k: (overlap[k], -k), reverse=True)

@@ -46,6 +46,13 @@ def test_the_key_point_comes_first_and_keeps_the_minimum_that_follows_it():
     assert first.startswith("要点：") and "三倍" in first and "不足五百元的，为五百元" in first
 
 
+def test_a_clause_keeps_its_enumerated_items():
+    text = "预包装食品的包装上应当有标签。标签应当标明下列事项：\n\n（一）名称、生产日期；\n\n（二）保质期；\n\n专供婴幼儿的食品另有要求。"
+    a = compose("零食包装上应该印哪些内容", retrieval("零食 包装 标签 哪些 内容", hit(text, title="中华人民共和国食品安全法",
+                                                                       section="第六十七条")), 0.5)
+    assert "生产日期" in a.text and "保质期" in a.text
+
+
 def test_a_quoted_rule_keeps_its_minimum_and_its_exception():
     a = compose("买到不合格食品能赔多少", retrieval("不合格 食品 赔 多少 十倍", hit(ART148, title="中华人民共和国食品安全法",
                                                                     section="第一百四十八条")), 0.5)
@@ -223,6 +230,13 @@ def test_the_shipped_assistant_answers_the_cup_question_with_the_transit_rule_an
     assert "law" in kinds and "howto" in kinds
     assert not any("食品" in c["title"] for c in r["citations"])
     assert r["sections"]["key_point"]["n"] in {c["n"] for c in r["citations"]}
+
+
+def test_the_shipped_assistant_quotes_the_fraud_rule_with_its_minimum_and_not_the_articles_other_clause(assistant):
+    """消法第五十五条's second 款 (defects that harm health) is another rule than the one asked about."""
+    text = assistant.ask("卖假货的能赔多少")["answer"]
+    assert "三倍" in text and "不足五百元的，为五百元" in text
+    assert "惩罚性赔偿" not in text
 
 
 def test_the_shipped_assistant_says_first_that_a_sector_of_its_own_is_not_covered(assistant):
