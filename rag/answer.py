@@ -424,10 +424,17 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
     # 怎么做: steps from the best project guide section about this matter
     if "how" in intents:
         guide = next((h for h in chosen if h.chunk.kind == "howto" and _steps(h)), None)
-        if guide is None and chosen:  # a guide section a little further down, still about this matter
-            asked = question_domains(question)
-            guide = next((h for h in hits if h.chunk.kind == "howto" and _steps(h) and not (passage_domains(h) - asked)
-                          and h.closeness >= chosen[0].closeness - STEPS_MARGIN), None)
+        asked = question_domains(question)
+        nearby = [h for h in hits if h.chunk.kind == "howto" and _steps(h) and not (passage_domains(h) - asked)
+                  and chosen and h.closeness >= chosen[0].closeness - STEPS_MARGIN]
+        if guide is None and nearby:  # a guide section a little further down, still about this matter
+            guide = nearby[0]
+        if guide is not None and question_intents(guide.chunk.section) & {"time", "amount", "who"} - intents:
+            # its heading asks something else ("拖多久…算故意拖延" for "拖着不退款怎么办"): the same guide's section
+            # that asks how, when retrieval finds it near
+            guide = next((h for h in nearby if h.chunk.source == guide.chunk.source
+                          and not (question_intents(h.chunk.section) - {"how"} - intents)
+                          and "how" in question_intents(h.chunk.section)), guide)
         if guide is not None:
             steps = _steps(guide)[:MAX_STEPS]
             n = cite(guide, steps)
