@@ -285,6 +285,12 @@ def _clause_span(text: str, start: int, end: int) -> tuple[int, int]:
     return lo, hi
 
 
+def _carries(hit: Hit, intents: set[str]) -> bool:
+    """Some sentence of the passage gives what is asked: an amount, a deadline, who bears it."""
+    asked = intents & {"amount", "time", "who"}
+    return any(_intent_fit(u.text, asked) for u in split_sentences(hit.chunk.text)) if asked else False
+
+
 def _cites(hit: Hit, refs: set[tuple[str, str]]) -> bool:
     return (short_title(hit.chunk.title), hit.chunk.section) in refs
 
@@ -383,11 +389,13 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
     budget = BASIS_CHARS
     basis_lines = []
     # A second statute among the first two hits is as often right as wrong further down (tuning: 86 % and
-    # 73 % acceptable at ranks 1–2, about 55 % below): further down it is quoted only when it shares the question's words.
+    # 73 % acceptable at ranks 1–2, about 55 % below): further down it is quoted only when it shares the question's words,
+    # or when the 要点's guide cites it and it gives what is asked (食品安全法第一百四十八条's 十倍 for 过期食品能赔多少).
     rank_of = {id(h): r for r, h in enumerate(hits, 1)}
     if len(laws) > 1:
         laws = laws[:1] + [h for h in laws[1:] if rank_of[id(h)] <= LATER_BASIS_RANK
-                           or _passage_overlap(h, weights) >= LATER_BASIS_OVERLAP]
+                           or _passage_overlap(h, weights) >= LATER_BASIS_OVERLAP
+                           or (_cites(h, refs) and _carries(h, intents))]
     for hit in laws[:MAX_BASIS]:
         text = hit.chunk.text
         units = answer_units(text)

@@ -79,6 +79,18 @@ def test_a_statute_ranked_below_the_first_two_is_quoted_only_when_it_shares_the_
     assert "第五十六条" in compose("卖假货的能赔多少", retrieval("卖假货的能赔多少 欺诈 三倍", first, guide, many), 0.5).text
 
 
+def test_a_statute_the_key_guide_cites_is_quoted_further_down_when_it_gives_the_amount_asked():
+    guide = hit("卖过期食品的，消费者可以主张其构成明知，要求十倍赔偿（依据：《食品安全法》第一百四十八条）。\n\n"
+                "1. 保质期已过的食品禁止经营（依据：《食品安全法》第三十四条）。",
+                title="过期食品怎么索赔", section="买到过期食品，商家算不算明知？", kind="howto", source="guides/f.md")
+    ban = hit("禁止生产经营超过保质期的食品。", title="中华人民共和国食品安全法", section="第三十四条", score=0.029)
+    other = hit("食品经营者应当按照保证食品安全的要求贮存食品。", title="中华人民共和国食品安全法", section="第五十四条",
+                score=0.029)
+    amount = hit(ART148, title="中华人民共和国食品安全法", section="第一百四十八条", score=0.028)
+    a = compose("买到过期食品能赔多少", retrieval("买到 过期 食品 能 赔 多少", guide, ban, other, amount), 0.5)
+    assert "不足一千元的，为一千元" in a.text and "第五十四条" not in a.text
+
+
 def test_the_key_point_keeps_the_next_sentence_of_its_passage_that_is_about_the_question():
     text = "快递员未经收货人同意把快件放进快递柜的，属于违规投递。快件因此丢失的，由快递公司承担赔偿责任。与本题无关的其他说明在此。"
     a = compose("快递员没问我就放快递柜结果丢了谁负责", retrieval("快递员 快递柜 丢失 谁 负责 收货人 同意",
