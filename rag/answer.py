@@ -63,6 +63,7 @@ GATE_MARGIN = 0.02  # a passage this much less close (cosine) to the question th
 GATE_SCORE = 0.75  # …or whose fused retrieval score is below this share of the best one
 STEPS_MARGIN = 0.05  # a guide below the first k hits lends its steps only when about as close as the best hit
 MAX_BASIS = 2
+SHORT_DETAIL = 40  # a sentence of another 款 this short (退回商品的运费由消费者承担) is a detail of the matter, not another rule
 KEY_EXTRA = 0.4  # a second sentence of the 要点's passage joins it when it shares this much of the first one's question words
 LATER_BASIS_RANK = 2  # a second statute is quoted only when retrieval ranks it this high…
 LATER_BASIS_OVERLAP = 0.4  # …or one of its sentences shares this much of the question's words
@@ -404,9 +405,10 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
         done = used.get(id(hit), set())
         if len(text) <= WHOLE_PASSAGE:
             picked = set(range(len(units)))
-            if done:  # after the 要点: the rest of its 款, not the article's other 款
+            if done:  # after the 要点: the rest of its 款 and short details, not the article's other rules
                 clause = _clause_span(text, min(units[k].start for k in done), max(units[k].end for k in done))
-                picked = {k for k, u in enumerate(units) if clause[0] <= u.start and u.end <= clause[1]}
+                picked = {k for k, u in enumerate(units) if clause[0] <= u.start and u.end <= clause[1]
+                          or len(u.text) <= SHORT_DETAIL}
         else:
             overlap = {k: _overlap(u.text, weights) + _intent_fit(u.text, intents) for k, u in enumerate(units)}
             ranked = sorted((k for k in overlap if k not in done), key=lambda k: (overlap[k], -k), reverse=True)

@@ -46,6 +46,13 @@ def test_the_key_point_comes_first_and_keeps_the_minimum_that_follows_it():
     assert first.startswith("要点：") and "三倍" in first and "不足五百元的，为五百元" in first
 
 
+def test_a_short_detail_in_the_articles_other_clause_is_kept_after_the_key_point():
+    text = ("经营者采用网络方式销售商品，消费者有权自收到商品之日起七日内退货，且无需说明理由。\n\n"
+            "消费者退货的商品应当完好。退回商品的运费由消费者承担；")
+    a = compose("网上买的衣服不想要了能退吗", retrieval("网上 衣服 不想要 能 退 七日 退货", hit(text, section="第二十五条")), 0.5)
+    assert "七日内退货" in a.text and "运费由消费者承担" in a.text
+
+
 def test_a_clause_keeps_its_enumerated_items():
     text = "预包装食品的包装上应当有标签。标签应当标明下列事项：\n\n（一）名称、生产日期；\n\n（二）保质期；\n\n专供婴幼儿的食品另有要求。"
     a = compose("零食包装上应该印哪些内容", retrieval("零食 包装 标签 哪些 内容", hit(text, title="中华人民共和国食品安全法",
