@@ -230,6 +230,7 @@ def test_sector_words_never_fire_on_the_law_and_guide_texts():
 def test_question_intents_read_what_is_asked():
     assert question_intents("卖假货的能赔多少") >= {"amount"}
     assert question_intents("运费谁出") >= {"who"}
+    assert question_intents("寄回去的运费得我自己掏？") >= {"who"}
     assert question_intents("退款要多久才到账") >= {"time"}
     assert question_intents("商家一直拖着不退款怎么办") >= {"how"}
 
