@@ -193,14 +193,18 @@ def test_a_named_gap_is_said_first_when_refusing_and_when_answering():
                                             ("闲鱼服务费要抽几个点", "服务费"), ("闲鱼卖东西平台要抽几个点的服务费？", "服务费"),
                                             ("在飞猪上买的特价机票，退票手续费按什么标准扣", "机票"),
                                             ("寄相机想保价，顺丰的保价费是按百分之几收的", "保价费"),
-                                            ("仅退款商家不同意怎么办", "仅退款")])
+                                            ("仅退款商家不同意怎么办", "仅退款"),
+                                            ("网上买的空调用了两年压缩机坏了，国家规定保修几年", "空调的三包期限"),
+                                            ("12315电话晚上几点以后就打不通了", "办公、接听时间")])
 def test_names_the_sources_never_mention_are_found(question, term):
     assert term in gaps(question, {"退货", "会员", "怎么", "闲鱼"})
 
 
 @pytest.mark.parametrize("question", ["淘宝买的杯子到手就碎了怎么办", "除了医药费还能多要吗", "网上买的衣服不喜欢能退吗",
                                       "充电宝充电时炸了找谁赔", "支付宝付的钱能要求原路退回吗",
-                                      "吃坏了花了几百医药费，店家只肯退餐费，还能额外赔多少？"])
+                                      "吃坏了花了几百医药费，店家只肯退餐费，还能额外赔多少？",
+                                      "店铺关了，商家电话打不通，能找平台赔吗", "手机三包期内坏了两次能换新机吗",
+                                      "空调用了一个月就不制冷了能退吗"])
 def test_everyday_words_are_not_taken_for_uncovered_names(question):
     assert gaps(question, set()) == []
 
