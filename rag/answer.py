@@ -439,8 +439,8 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
                   and chosen and h.closeness >= chosen[0].closeness - STEPS_MARGIN]
         if guide is None and nearby:  # a guide section a little further down, still about this matter
             guide = nearby[0]
-        if guide is not None and question_intents(guide.chunk.section) & {"time", "amount", "who"} - intents:
-            # its heading asks something else ("拖多久…算故意拖延" for "拖着不退款怎么办"): the same guide's section
+        if guide is not None and question_intents(guide.chunk.section) & {"time", "amount"} - intents:
+            # its heading asks how long or how much ("拖多久…算故意拖延" for "拖着不退款怎么办"): the same guide's section
             # that asks how, when retrieval finds it near
             guide = next((h for h in nearby if h.chunk.source == guide.chunk.source
                           and not (question_intents(h.chunk.section) - {"how"} - intents)
