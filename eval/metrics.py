@@ -161,6 +161,10 @@ def score(questions: list[dict], results: dict, ks=(1, 3, 5, 10), corpus_dir: Pa
         out["citation_hit"] = cited / max(1, len(answerable))
         out["fact_coverage"] = covered / max(1, len(answerable))
         out["false_refusal"] = false_ref / max(1, len(answerable))
+        # The other side of the gap notice: answerable questions that open with "资料中没有关于『…』" (not refused,
+        # but told the sources lack something they have). Kept apart so that a notice said too often shows.
+        out["gap_on_answerable"] = sum(1 for q in answerable if not results[q["id"]]["refused"]
+                                       and declines(results[q["id"]])) / max(1, len(answerable))
         out["refusal_unanswerable"] = sum(1 for q in unanswerable if declines(results[q["id"]])) / max(1, len(unanswerable))
         out["refused_flag_unanswerable"] = sum(1 for q in unanswerable if results[q["id"]]["refused"]) / max(1, len(unanswerable))
         near = [q for q in unanswerable if q.get("category") == "not_covered"]

@@ -117,7 +117,7 @@ def write_report(runs: dict, questions: list[dict], out_dir: Path, qfile: Path, 
     rows = ["recall@1", "recall@3", "recall@5", "recall@10", "mrr@10", "ndcg@10", "citation_hit",
             "citation_precision", "first_line_hit", "fact_coverage", "next_step_presence",
             "refusal_unanswerable", "refused_flag_unanswerable", "near_domain_refusal", "false_refusal",
-            "citations_in_retrieved", "latency_p50_ms", "latency_p95_ms"]
+            "gap_on_answerable", "citations_in_retrieved", "latency_p50_ms", "latency_p95_ms"]
     n_ans = sum(q["answerable"] for q in questions)
     lines = ["# Evaluation report", "",
              f"- questions: `{qfile}` ({len(questions)}: {n_ans} answerable, {len(questions) - n_ans} unanswerable)",

@@ -41,6 +41,18 @@ def test_percentile_nearest_rank():
     assert percentile([1, 2, 3, 4], 50) == 2
 
 
+def test_an_answerable_question_told_the_sources_lack_something_counts_as_a_gap_not_a_refusal():
+    qs = [{"id": "a", "answerable": True, "style": "s", "category": "c", "gold": [G], "facts": []},
+          {"id": "b", "answerable": True, "style": "s", "category": "c", "gold": [G], "facts": []}]
+    hit = p("laws/a.md", "七日内退货")
+    results = {"a": {"retrieved": [hit], "citations": [hit], "answer": "资料中没有关于『88VIP』的规定；以下是…[1]",
+                     "refused": False, "timings_ms": {"total": 1}},
+               "b": {"retrieved": [hit], "citations": [hit], "answer": "要点：七日内退货[1]", "refused": False,
+                     "timings_ms": {"total": 1}}}
+    m = score(qs, results)
+    assert m["gap_on_answerable"] == 0.5 and m["false_refusal"] == 0.0
+
+
 def test_score_recall_mrr_and_answer_metrics():
     qs = [
         {"id": "a", "answerable": True, "style": "s", "category": "c", "gold": [G], "facts": ["七日"]},
@@ -60,5 +72,6 @@ def test_score_recall_mrr_and_answer_metrics():
     assert m["citation_hit"] == 0.5 and m["fact_coverage"] == 0.5
     assert m["false_refusal"] == 0.5 and m["refusal_unanswerable"] == 1.0
     assert m["latency_p50_ms"] == 20
+    assert m["gap_on_answerable"] == 0.0
     assert m["by_style"]["s"] == (1.0, 2)
     assert m["citations_in_retrieved"] is True
