@@ -94,6 +94,11 @@ def load_sectors(path: Path = SECTORS_FILE) -> dict[str, str]:
     return out
 
 
+def _longest_first(sectors: dict[str, str]) -> list[str]:
+    """Lower-cased words, longest first (退票费 before 退票)."""
+    return sorted((w.lower() for w in sectors), key=len, reverse=True)
+
+
 def _token_bounds(question: str) -> tuple[set[int], set[int]]:
     starts, ends, pos = set(), set(), 0
     for w in _jieba().cut(question):
@@ -109,22 +114,23 @@ def uncovered_sectors(question: str, sectors: dict[str, str] | None = None) -> l
     Why a word boundary: 关税 must not fire inside 相关税费 (相关/税费). Why only one of the two:
     jieba glues neighbours onto a name (特价机票, 保价/费是), so both ends rarely line up.
     """
-    sectors = load_sectors() if sectors is None else sectors
-    if not sectors:
+    words = _longest_first(load_sectors() if sectors is None else sectors)
+    lower = question.lower()
+    present = [w for w in words if w in lower]
+    if not present:
         return []
     starts, ends = _token_bounds(question)
-    lower = question.lower()
     taken: list[tuple[int, int]] = []
     out: list[str] = []
-    for word in sorted(sectors, key=len, reverse=True):
-        at = lower.find(word.lower())
+    for word in present:
+        at = lower.find(word)
         while at >= 0:
             span = (at, at + len(word))
             if (at in starts or span[1] in ends) and not any(a < span[1] and span[0] < b for a, b in taken):
                 taken.append(span)
                 out.append(question[span[0]:span[1]])
                 break
-            at = lower.find(word.lower(), at + 1)
+            at = lower.find(word, at + 1)
     return sorted(out, key=lambda w: lower.find(w.lower()))
 
 
