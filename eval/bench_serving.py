@@ -443,7 +443,7 @@ def write_report(res: dict, out_dir: Path) -> Path:
     lines = ["# Serving benchmark: concurrent shoppers and bulk answering", "",
              f"- command: `{res['command']}`", f"- date: {res['date']}",
              f"- machine: {os.cpu_count()} CPUs; load average at start / end: {res['loadavg_start']} / {res['loadavg_end']}",
-             f"- versions: " + "; ".join(f"{k} = `{v}`" for k, v in res.get("versions", {}).items()),
+             "- versions: " + "; ".join(f"{k} = `{v}`" for k, v in res.get("versions", {}).items()),
              f"- thread settings: {res.get('thread_settings', '')}", "",
              "| target | goal | measured | status |", "|---|---|---|---|"]
     for v in verdicts:

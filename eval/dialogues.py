@@ -135,7 +135,7 @@ def write_report(runs: dict[str, dict], dialogues: dict[str, list[dict]], out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     names = list(runs)
     lines = ["# Follow-up dialogues: last-turn retrieval with and without history", "",
-             f"- dialogues: `eval/dialogues.jsonl` — " + ", ".join(
+             "- dialogues: `eval/dialogues.jsonl` — " + ", ".join(
                  f"{n} {len(dialogues[n])} ({sum(d['kind'] == 'topic_change' for d in dialogues[n])} topic changes)"
                  for n in names),
              f"- command: `{command}`", f"- date: {time.strftime('%Y-%m-%d %H:%M')}",

@@ -292,6 +292,21 @@ def _carries(hit: Hit, intents: set[str]) -> bool:
     return any(_intent_fit(u.text, asked) for u in split_sentences(hit.chunk.text)) if asked else False
 
 
+def _key_companion(units: list[Sentence], i: int, weights: dict[str, float], intents: set[str]) -> set[int]:
+    """The next-best sentence of the 要点's passage, when it shares at least KEY_EXTRA of the 要点's question words.
+
+    Why: the decisive detail often sits in the sentence after the rule (tuning part: fact coverage
+    0.676 without it, 0.762 with it).
+    """
+    base = _overlap(units[i].text, weights)
+    others = [(_overlap(u.text, weights) + _intent_fit(u.text, intents), j) for j, u in enumerate(units)
+              if j != i and not _STEP.match(u.text.strip())]
+    if not others:
+        return set()
+    best, j = max(others)
+    return {j} if best >= KEY_EXTRA * max(base, 0.01) else set()
+
+
 def _cites(hit: Hit, refs: set[tuple[str, str]]) -> bool:
     return (short_title(hit.chunk.title), hit.chunk.section) in refs
 
@@ -315,6 +330,24 @@ def _pick_key_point(question, hits, weights, intents):
             if best is None or score > best[0]:
                 best = (score, hit, units, i)
     return best
+
+
+def _steps_source(question: str, intents: set[str], chosen: list[Hit], hits: list[Hit]) -> Hit | None:
+    """The project guide section whose numbered steps answer "what do I do".
+
+    The first relevant guide section with steps, else one a little further down still about this
+    matter. When its heading asks how long or how much ("商家拖多久…算故意拖延" for "拖着不退款怎么办"),
+    its steps restate that rule: the same guide's section that asks how is taken instead, if near.
+    """
+    asked = question_domains(question)
+    nearby = [h for h in hits if h.chunk.kind == "howto" and _steps(h) and not (passage_domains(h) - asked)
+              and chosen and h.closeness >= chosen[0].closeness - STEPS_MARGIN]
+    guide = next((h for h in chosen if h.chunk.kind == "howto" and _steps(h)), None) or next(iter(nearby), None)
+    if guide is not None and question_intents(guide.chunk.section) & {"time", "amount"} - intents:
+        guide = next((h for h in nearby if h.chunk.source == guide.chunk.source
+                      and not (question_intents(h.chunk.section) - {"how"} - intents)
+                      and "how" in question_intents(h.chunk.section)), guide)
+    return guide
 
 
 def compose(question: str, retrieval: Retrieval, refuse_below: float, max_sentences: int = 4,
@@ -359,16 +392,7 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
     used: dict[int, set[int]] = {}
     if key:
         _, hit, units, i = key
-        picked = {i}
-        if KEY_EXTRA:  # the next-best sentence of the same passage, when it is as much about the question
-            base = _overlap(units[i].text, weights)
-            others = [(_overlap(u.text, weights) + _intent_fit(u.text, intents), j) for j, u in enumerate(units)
-                      if j != i and not _STEP.match(u.text.strip())]
-            if others:
-                best_other, j = max(others)
-                if best_other >= KEY_EXTRA * max(base, 0.01):
-                    picked.add(j)
-        picked = _with_qualifiers(units, picked)
+        picked = _with_qualifiers(units, {i} | _key_companion(units, i, weights, intents))
         quote = _quote(units, picked, hit.chunk.text, weights, whole_lists)
         bare = _BARE_ANSWER.match(quote[0].text) if hit.chunk.kind == "howto" else None
         if bare:
@@ -433,18 +457,7 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
 
     # 怎么做: steps from the best project guide section about this matter
     if "how" in intents:
-        guide = next((h for h in chosen if h.chunk.kind == "howto" and _steps(h)), None)
-        asked = question_domains(question)
-        nearby = [h for h in hits if h.chunk.kind == "howto" and _steps(h) and not (passage_domains(h) - asked)
-                  and chosen and h.closeness >= chosen[0].closeness - STEPS_MARGIN]
-        if guide is None and nearby:  # a guide section a little further down, still about this matter
-            guide = nearby[0]
-        if guide is not None and question_intents(guide.chunk.section) & {"time", "amount"} - intents:
-            # its heading asks how long or how much ("拖多久…算故意拖延" for "拖着不退款怎么办"): the same guide's section
-            # that asks how, when retrieval finds it near
-            guide = next((h for h in nearby if h.chunk.source == guide.chunk.source
-                          and not (question_intents(h.chunk.section) - {"how"} - intents)
-                          and "how" in question_intents(h.chunk.section)), guide)
+        guide = _steps_source(question, intents, chosen, hits)
         if guide is not None:
             steps = _steps(guide)[:MAX_STEPS]
             n = cite(guide, steps)

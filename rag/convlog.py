@@ -106,13 +106,13 @@ _ORDER = re.compile(_NOT_ALNUM_BEFORE + rf"(?:[A-Za-z]{{1,4}}{_D}{{8,}}|{_D}{{10
 # Addresses. A Chinese place name is any run of Chinese characters, so a name must not swallow the
 # words before it ("我住在…", "寄到…"): these characters never start a place name here.
 _CJK = r"[\u4e00-\u9fff]"
-_NAME = rf"(?:(?![我你他她它们在的了是从到住寄送把给和与及或买卖收发往至于将被让请帮要想能会说问找去来这那哪就都也还但却很太吗呢吧啊])" + _CJK + ")"
+_NAME = r"(?:(?![我你他她它们在的了是从到住寄送把给和与及或买卖收发往至于将被让请帮要想能会说问找去来这那哪就都也还但却很太吗呢吧啊])" + _CJK + ")"
 _NUM = r"[0-9０-９一二三四五六七八九十百零〇两]"
 _ADMIN = (rf"(?:{_NAME}{{2,8}}?(?:省|自治区|特别行政区))?(?:{_NAME}{{1,8}}?(?:市|自治州|地区|盟))?"
           rf"(?:{_NAME}{{1,8}}?(?:区|县|旗))?(?:{_NAME}{{1,8}}?(?:镇|乡|街道))?")
 _ROAD = rf"{_NAME}{{1,12}}?(?:大道|大街|路|街|巷|弄|胡同|道)(?:[东西南北中]段)?[ \u3000]*{_NUM}+(?:[\-－]{_NUM}+)?[ \u3000]*号(?!码)"
 _PLACE = rf"{_NAME}{{1,10}}?(?:小区|花园|公寓|大厦|家园|新村|社区|广场|苑|村|城)"
-_UNIT = rf"[ \u3000]*[0-9０-９A-Za-z一二三四五六七八九十]+[ \u3000]*(?:号楼|号院|栋|幢|座|单元|层|楼|室|户|号|组)"
+_UNIT = r"[ \u3000]*[0-9０-９A-Za-z一二三四五六七八九十]+[ \u3000]*(?:号楼|号院|栋|幢|座|单元|层|楼|室|户|号|组)"
 _ADDRESS = re.compile(
     rf"{_ADMIN}{_ROAD}(?:{_PLACE})?(?:{_UNIT})*"  # …路88号 (+ 小区 + 5栋1203室)
     rf"|{_ADMIN}{_PLACE}(?:{_UNIT})+"  # …小区3栋502

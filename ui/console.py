@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import threading
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 import gradio as gr
 
 from rag import annotate, convlog
-from rag.labels import kind_label, section_label
+from rag.labels import section_label
 
 from .render import answer_html, esc, kind_badge, notice_html
 

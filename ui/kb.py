@@ -11,7 +11,6 @@ Chinese messages; the web app and the HTTP API both call them.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
