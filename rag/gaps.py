@@ -154,10 +154,21 @@ def uncovered_asks(question: str) -> list[str]:
     return out
 
 
+def sector_terms(words: list[str], sectors: dict[str, str] | None = None) -> list[str]:
+    """Sector words as the shopper reads them in the notice: the sector, then the words asked
+    (『航空客运（机票、退票）』) — "资料中没有关于『经济舱』的规定" alone reads as if only that word were missing."""
+    sectors = load_sectors() if sectors is None else sectors
+    by_lower = {w.lower(): sector for w, sector in sectors.items()}
+    grouped: dict[str, list[str]] = {}
+    for w in words:
+        grouped.setdefault(by_lower.get(w.lower(), ""), []).append(w)
+    return [f"{sector}（{'、'.join(ws)}）" if sector else "、".join(ws) for sector, ws in grouped.items()]
+
+
 def gaps(question: str, known: set[str] | dict) -> list[str]:
-    """Everything the question names that the sources don't cover: sector words, asks no source
+    """Everything the question names that the sources don't cover: sectors, asks no source
     settles, then unknown names."""
-    out = uncovered_sectors(question) + uncovered_asks(question)
+    out = sector_terms(uncovered_sectors(question)) + uncovered_asks(question)
     for term in uncovered_terms(question, known):
         if not any(term in w or w in term for w in out):
             out.append(term)

@@ -197,7 +197,11 @@ def test_a_named_gap_is_said_first_when_refusing_and_when_answering():
                                             ("网上买的空调用了两年压缩机坏了，国家规定保修几年", "空调的三包期限"),
                                             ("12315电话晚上几点以后就打不通了", "办公、接听时间")])
 def test_names_the_sources_never_mention_are_found(question, term):
-    assert term in gaps(question, {"退货", "会员", "怎么", "闲鱼"})
+    assert any(term in found for found in gaps(question, {"退货", "会员", "怎么", "闲鱼"}))
+
+
+def test_a_gap_in_a_sector_names_the_sector_and_the_words_asked():
+    assert gaps("在飞猪上买的特价机票，退票的话怎么办", set()) == ["航空客运（机票、退票）"]
 
 
 @pytest.mark.parametrize("question", ["淘宝买的杯子到手就碎了怎么办", "除了医药费还能多要吗", "网上买的衣服不喜欢能退吗",
@@ -280,8 +284,8 @@ def test_the_shipped_assistant_quotes_the_fraud_rule_with_its_minimum_and_not_th
 
 def test_the_shipped_assistant_says_first_that_a_sector_of_its_own_is_not_covered(assistant):
     r = assistant.ask("京东白条逾期了三天，逾期费怎么算，会不会上征信")
-    assert r["answer"].startswith("资料中没有关于『白条』")
-    assert "白条" in r["sections"]["uncovered"]
+    assert r["answer"].startswith("资料中没有关于『消费信贷（白条")
+    assert any("白条" in term for term in r["sections"]["uncovered"])
 
 
 def test_the_whole_list_is_quoted_when_the_shopper_asks_which_cases_there_are():
