@@ -332,6 +332,43 @@ def _pick_key_point(question, hits, weights, intents):
     return best
 
 
+def _basis_laws(key_hit: Hit | None, hits: list[Hit], chosen: list[Hit], weights: dict[str, float],
+                intents: set[str]) -> list[Hit]:
+    """The statutes for 依据, in order: those the 要点's guide section cites, then the relevant ones.
+
+    A second statute among the first two hits is as often right as wrong further down (tuning: 86 % and
+    73 % acceptable at ranks 1–2, about 55 % below): further down it is quoted only when it shares the
+    question's words, or when the 要点's guide cites it and it gives what is asked (食品安全法第一百四十八条's
+    十倍 for 过期食品能赔多少).
+    """
+    refs = set(cited_articles(key_hit.chunk.text)) if key_hit is not None and key_hit.chunk.kind == "howto" else set()
+    laws = [h for h in hits if h.chunk.kind == "law" and _cites(h, refs)]
+    first_law = next((h for h in chosen if h.chunk.kind == "law"), None)
+    laws += [h for h in chosen if h.chunk.kind == "law" and h not in laws
+             and (h is first_law or _passage_overlap(h, weights) >= LEXICAL_FLOOR)]
+    rank_of = {id(h): r for r, h in enumerate(hits, 1)}
+    return laws[:1] + [h for h in laws[1:] if rank_of[id(h)] <= LATER_BASIS_RANK
+                       or _passage_overlap(h, weights) >= LATER_BASIS_OVERLAP
+                       or (_cites(h, refs) and _carries(h, intents))]
+
+
+def _basis_units(text: str, units: list[Sentence], done: set[int], weights: dict[str, float], intents: set[str],
+                 take: int) -> set[int]:
+    """Which sentences of a statute to quote. A short article is quoted whole — nothing decisive can be
+    cut off — except that after the 要点 only the rest of its 款 and short details follow, not the
+    article's other rules; a long one by its ``take`` sentences closest to the question."""
+    if len(text) <= WHOLE_PASSAGE:
+        if not done:
+            return set(range(len(units)))
+        clause = _clause_span(text, min(units[k].start for k in done), max(units[k].end for k in done))
+        return {k for k, u in enumerate(units) if clause[0] <= u.start and u.end <= clause[1]
+                or len(u.text) <= SHORT_DETAIL}
+    overlap = {k: _overlap(u.text, weights) + _intent_fit(u.text, intents) for k, u in enumerate(units)}
+    ranked = sorted((k for k in overlap if k not in done), key=lambda k: (overlap[k], -k), reverse=True)
+    floor = max(0.0, BASIS_SHARE * max(overlap.values()))
+    return {k for k in ranked[:take] if overlap[k] > floor} or ({0} if not done else set())
+
+
 def _steps_source(question: str, intents: set[str], chosen: list[Hit], hits: list[Hit]) -> Hit | None:
     """The project guide section whose numbered steps answer "what do I do".
 
@@ -406,40 +443,17 @@ def compose(question: str, retrieval: Retrieval, refuse_below: float, max_senten
         sections["key_point"] = {"n": n, "text": body}
 
     # 依据: statute text, the passages the key point's guide cites first
-    refs = set(cited_articles(key[1].chunk.text)) if key and key[1].chunk.kind == "howto" else set()
-    laws = [h for h in hits if h.chunk.kind == "law" and _cites(h, refs)]
-    first_law = next((h for h in chosen if h.chunk.kind == "law"), None)
-    laws += [h for h in chosen if h.chunk.kind == "law" and h not in laws
-             and (h is first_law or _passage_overlap(h, weights) >= LEXICAL_FLOOR)]
+    laws = _basis_laws(key[1] if key else None, hits, chosen, weights, intents)
     budget = BASIS_CHARS
     basis_lines = []
-    # A second statute among the first two hits is as often right as wrong further down (tuning: 86 % and
-    # 73 % acceptable at ranks 1–2, about 55 % below): further down it is quoted only when it shares the question's words,
-    # or when the 要点's guide cites it and it gives what is asked (食品安全法第一百四十八条's 十倍 for 过期食品能赔多少).
-    rank_of = {id(h): r for r, h in enumerate(hits, 1)}
-    if len(laws) > 1:
-        laws = laws[:1] + [h for h in laws[1:] if rank_of[id(h)] <= LATER_BASIS_RANK
-                           or _passage_overlap(h, weights) >= LATER_BASIS_OVERLAP
-                           or (_cites(h, refs) and _carries(h, intents))]
     for hit in laws[:MAX_BASIS]:
         text = hit.chunk.text
         units = answer_units(text)
         if not units or budget <= 0:
             continue
         done = used.get(id(hit), set())
-        if len(text) <= WHOLE_PASSAGE:
-            picked = set(range(len(units)))
-            if done:  # after the 要点: the rest of its 款 and short details, not the article's other rules
-                clause = _clause_span(text, min(units[k].start for k in done), max(units[k].end for k in done))
-                picked = {k for k, u in enumerate(units) if clause[0] <= u.start and u.end <= clause[1]
-                          or len(u.text) <= SHORT_DETAIL}
-        else:
-            overlap = {k: _overlap(u.text, weights) + _intent_fit(u.text, intents) for k, u in enumerate(units)}
-            ranked = sorted((k for k in overlap if k not in done), key=lambda k: (overlap[k], -k), reverse=True)
-            take = max(1, max_sentences - 2) if hit is laws[0] else 1
-            floor = max(0.0, BASIS_SHARE * max(overlap.values()))
-            picked = {k for k in ranked[:take] if overlap[k] > floor} or ({0} if not done else set())
-        picked = _with_qualifiers(units, picked) - done
+        take = max(1, max_sentences - 2) if hit is laws[0] else 1
+        picked = _with_qualifiers(units, _basis_units(text, units, done, weights, intents, take)) - done
         if not picked:
             continue
         quote = _quote(units, picked, text, weights, whole_lists)
