@@ -102,3 +102,15 @@ def private_kb(settings: Settings, root: Path, **changes) -> Settings:
     shutil.copytree(settings.corpus_dir, root / "corpus")
     shutil.copytree(settings.index_dir, root / "index", ignore=shutil.ignore_patterns(".lock"))
     return settings.with_(corpus_dir=root / "corpus", index_dir=root / "index", **changes)
+
+
+def admin_server(settings: Settings, root: Path, password: str):
+    """A real server (API + web app) on a private copy of the knowledge base, with an administrator password.
+
+    Returns ``(running, kb_settings)``; the caller closes ``running``.
+    """
+    from rag.auth import AdminPassword, hash_password
+    from ui.server import serve
+
+    kb = private_kb(settings, root)
+    return serve(kb, port=free_port(), block=False, admin=AdminPassword(hash_password(password))), kb

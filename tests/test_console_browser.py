@@ -44,13 +44,9 @@ ANNOTATE_TO_ANSWERED_S = 10.0
 def server(shipped_settings, tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.skip("Chromium is not installed at /usr/bin/chromium (make browser installs it)")
-    from rag.auth import AdminPassword, hash_password
-    from ui.server import serve
+    from conftest import admin_server
 
-    from conftest import free_port, private_kb
-
-    settings = private_kb(shipped_settings, tmp_path_factory.mktemp("console"))
-    running = serve(settings, port=free_port(), block=False, admin=AdminPassword(hash_password(ADMIN_PASSWORD)))
+    running, settings = admin_server(shipped_settings, tmp_path_factory.mktemp("console"), ADMIN_PASSWORD)
     yield running, settings
     running.close()
 

@@ -399,13 +399,9 @@ ADMIN_PASSWORD = "kb-admin-2026"
 def protected_url(shipped_settings, tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.skip("Chromium is not installed at /usr/bin/chromium (make browser installs it)")
-    from rag.auth import AdminPassword, hash_password
-    from ui.server import serve
+    from conftest import admin_server
 
-    from conftest import private_kb
-
-    settings = private_kb(shipped_settings, tmp_path_factory.mktemp("ui-admin"))
-    running = serve(settings, port=_free_port(), block=False, admin=AdminPassword(hash_password(ADMIN_PASSWORD)))
+    running, _ = admin_server(shipped_settings, tmp_path_factory.mktemp("ui-admin"), ADMIN_PASSWORD)
     yield running.url
     running.close()
 
