@@ -14,6 +14,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from .lexicon import tsv_pairs
+
 # Latin-script tiers and programme names (VIP, PLUS, 88VIP, Prime); plain English words are not names.
 _LATIN_NAME = re.compile(r"^(?:[a-z]*\d+[a-z]+\d*|[a-z]+\d+|vip|svip|plus|prime|pro)$", re.I)
 # Chinese words that name a programme, a perk or a tariff: …险, …会员, …特权, …积分, …费率.
@@ -31,6 +33,12 @@ def _jieba():
     return load()
 
 
+@lru_cache(maxsize=256)
+def _cut(question: str) -> tuple[str, ...]:
+    """jieba's words of the question; cached because the name and the sector checks both need them."""
+    return tuple(_jieba().cut(question))
+
+
 _FEE = re.compile(r"[\u4e00-\u9fff]费$")
 _CLAUSE = r"[^，。？！,?!；;]{0,8}?"  # the fee and the ask in one clause, a few characters apart
 _ASKS_AMOUNT = r"多少|几个点|几成|怎么收|收多少|标准是|怎么算|按什么"
@@ -39,7 +47,7 @@ _ASKS_AMOUNT = r"多少|几个点|几成|怎么收|收多少|标准是|怎么算
 def _words(question: str) -> list[str]:
     """jieba's words, with a one-character name suffix joined back (碎屏 + 险 → 碎屏险)."""
     words: list[str] = []
-    for w in _jieba().cut(question):
+    for w in _cut(question):
         if words and w == "险" and _CJK.search(words[-1]):
             words[-1] += w
         else:
@@ -83,15 +91,7 @@ def load_sectors(path: Path = SECTORS_FILE) -> dict[str, str]:
     without looking at any evaluation question; each word is checked absent from the law and
     guide texts (tests/test_answer.py).
     """
-    if not Path(path).exists():
-        return {}
-    out: dict[str, str] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.startswith("#") or "\t" not in line:
-            continue
-        word, sector = line.split("\t", 1)
-        out[word.strip()] = sector.strip()
-    return out
+    return dict(tsv_pairs(path))
 
 
 def _longest_first(sectors: dict[str, str]) -> list[str]:
@@ -101,7 +101,7 @@ def _longest_first(sectors: dict[str, str]) -> list[str]:
 
 def _token_bounds(question: str) -> tuple[set[int], set[int]]:
     starts, ends, pos = set(), set(), 0
-    for w in _jieba().cut(question):
+    for w in _cut(question):
         starts.add(pos)
         pos += len(w)
         ends.add(pos)

@@ -13,17 +13,25 @@ from pathlib import Path
 LEXICON_FILE = Path(__file__).parent / "data" / "lexicon.tsv"
 
 
-@lru_cache(maxsize=4)
-def load_lexicon(path: Path = LEXICON_FILE) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def tsv_pairs(path: Path) -> list[tuple[str, str]]:
+    """``key<TAB>value`` rows of a reviewed data file in rag/data/ (``#`` comments and blank lines
+    skipped; a missing file is empty)."""
     if not Path(path).exists():
-        return ()
+        return []
     rows = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if not line or line.startswith("#") or "\t" not in line:
             continue
-        key, terms = line.split("\t", 1)
-        rows.append((key.strip(), tuple(t for t in terms.replace("，", ",").replace(" ", ",").split(",") if t)))
+        key, value = line.split("\t", 1)
+        rows.append((key.strip(), value.strip()))
+    return rows
+
+
+@lru_cache(maxsize=4)
+def load_lexicon(path: Path = LEXICON_FILE) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    rows = [(key, tuple(t for t in terms.replace("，", ",").replace(" ", ",").split(",") if t))
+            for key, terms in tsv_pairs(path)]
     # Longest keys first so "退一赔三" wins over "赔".
     return tuple(sorted(rows, key=lambda r: -len(r[0])))
 
