@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from rag.config import Settings
 from ui import kb, render
 
@@ -119,12 +119,6 @@ def test_starting_the_app_answers_a_warm_up_question(shipped_settings):
     assert out.stdout.split()[-2:] == ["True", "True"], out.stdout + out.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def kb_settings(shipped_settings, tmp_path_factory) -> Settings:
     """Like conftest's ``writable_kb``, but one copy for the whole module (one app start)."""
@@ -141,7 +135,7 @@ def app_url(kb_settings):
         pytest.skip("Chromium is not installed at /usr/bin/chromium (make browser installs it)")
     from ui.app import launch
 
-    port = _free_port()
+    port = free_port()
     demo = launch(kb_settings, host="127.0.0.1", port=port, block=False)
     yield f"http://127.0.0.1:{port}/"
     demo.close()

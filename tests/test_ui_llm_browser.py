@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
+from conftest import free_port
 from fake_openai_server import FakeOpenAI
-from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, _answers, _free_port
+from test_ui_browser import CHROMIUM, CHROMIUM_ARGS, _answers
 
 QUESTION = "快递把我的包裹弄丢了，谁来赔？"
 
@@ -29,7 +30,7 @@ def llm_app(shipped_settings, tmp_path_factory):
         mp.setenv("RAG_LLM_MODEL", "qwen-local-test")
         mp.setenv("RAG_LLM_API_KEY", "sk-ui-secret")
         top = Assistant(settings, llm=LLMConfig(base_url=server.url, model="x")).ask(QUESTION)["retrieved"]
-        port = _free_port()
+        port = free_port()
         demo = launch(settings, host="127.0.0.1", port=port, block=False)
         yield f"http://127.0.0.1:{port}/", server, top
         demo.close()
